@@ -1,0 +1,40 @@
+"""AMQP errors that carry their reply code.
+
+Code in `amqp` and `broker` raises these; only the session turns them into channel.close or
+connection.close. The reply text follows RabbitMQ's form: ``"NOT_FOUND - no queue 'q' in vhost '/'"``.
+"""
+
+from __future__ import annotations
+
+from router.amqp.constants import REPLY_NAMES
+
+
+class AMQPError(Exception):
+    """Base of the errors that close a channel or the connection with a reply code."""
+
+    def __init__(self, reply_code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
+        super().__init__(text)
+        self.reply_code = reply_code
+        self.text = text
+        self.class_id = class_id
+        self.method_id = method_id
+
+    @property
+    def reply_text(self) -> str:
+        """The text as sent on the wire: the code's name, a dash, then what was wrong."""
+        return f"{REPLY_NAMES.get(self.reply_code, 'ERROR')} - {self.text}"[:255]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reply_code}, {self.text!r})"
+
+
+class ChannelError(AMQPError):
+    """A soft error: closes the channel it happened on, the connection lives on."""
+
+
+class ConnectionError(AMQPError):  # noqa: A001 - the spec's name for it
+    """A hard error: closes the whole connection."""
+
+
+class FrameError(ConnectionError):
+    """Malformed bytes on the wire (501 FRAME_ERROR or 502 SYNTAX_ERROR)."""

@@ -1,0 +1,115 @@
+"""Frames: a reader that splits a byte stream into frames, and writers for each frame type.
+
+A frame is type(1) channel(2) size(4) payload end(0xCE) (AMQP 0-9-1 §4.2.3). The reader keeps
+incomplete input and hands back every complete frame in what it was fed, so one socket read is
+decoded in one pass. Content bodies are split at the negotiated frame_max.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from router.amqp.constants import (
+    FRAME_BODY,
+    FRAME_END,
+    FRAME_END_BYTE,
+    FRAME_ERROR,
+    FRAME_HEADER,
+    FRAME_HEARTBEAT,
+    FRAME_METHOD,
+)
+from router.amqp.errors import FrameError
+from router.amqp.properties import encode_content_header
+from router.amqp.spec import Method
+
+FRAME_HEAD = struct.Struct(">BHI")
+HEARTBEAT_FRAME = FRAME_HEAD.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END_BYTE
+
+Frame = tuple[int, int, bytes]
+
+
+def encode_frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+    return FRAME_HEAD.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
+
+
+def method_frame(channel: int, method: Method) -> bytes:
+    return encode_frame(FRAME_METHOD, channel, method.encode())
+
+
+def body_frames(channel: int, body: bytes, frame_max: int, out: list[bytes]) -> None:
+    """Append the body frames of ``body``, split so no frame exceeds ``frame_max``."""
+    size = len(body)
+    if size == 0:
+        return
+    chunk = frame_max - 8
+    pack = FRAME_HEAD.pack
+    if size <= chunk:
+        out.append(pack(FRAME_BODY, channel, size))
+        out.append(body)
+        out.append(FRAME_END_BYTE)
+        return
+    view = memoryview(body)
+    for start in range(0, size, chunk):
+        piece = view[start : start + chunk]
+        out.append(pack(FRAME_BODY, channel, len(piece)))
+        out.append(bytes(piece))
+        out.append(FRAME_END_BYTE)
+
+
+def content_frames(
+    channel: int, class_id: int, raw_properties: bytes, body: bytes, frame_max: int
+) -> list[bytes]:
+    """Header frame and body frames of one content."""
+    out = [encode_frame(FRAME_HEADER, channel, encode_content_header(class_id, len(body),
+                                                                     raw_properties))]
+    body_frames(channel, body, frame_max, out)
+    return out
+
+
+class FrameReader:
+    """Splits a byte stream into frames. ``max_size`` is the negotiated frame_max (0 = none)."""
+
+    __slots__ = ("_buf", "max_size")
+
+    def __init__(self, max_size: int = 0) -> None:
+        self._buf = bytearray()
+        self.max_size = max_size
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def take(self, n: int) -> bytes:
+        """Remove and return the first ``n`` buffered bytes (the protocol header)."""
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    def read_frames(self) -> list[Frame]:
+        """Every complete frame buffered, in order; incomplete input stays buffered."""
+        buf = self._buf
+        size_total = len(buf)
+        offset = 0
+        frames: list[Frame] = []
+        unpack = FRAME_HEAD.unpack_from
+        max_size = self.max_size
+        while size_total - offset >= 8:
+            frame_type, channel, size = unpack(buf, offset)
+            if max_size and size + 8 > max_size:
+                raise FrameError(
+                    FRAME_ERROR,
+                    f"frame size {size + 8} exceeds the negotiated frame_max {max_size}",
+                )
+            end = offset + 7 + size
+            if end >= size_total:
+                break
+            if buf[end] != FRAME_END:
+                raise FrameError(FRAME_ERROR, f"frame end byte is 0x{buf[end]:02x}, not 0xce")
+            frames.append((frame_type, channel, bytes(buf[offset + 7 : end])))
+            offset = end + 1
+        if offset:
+            del buf[:offset]
+        return frames

@@ -1,0 +1,274 @@
+"""A channel's state: consumers, unacked deliveries, prefetch, confirms and transactions.
+
+Delivery tags count from 1 per channel and are shared by basic.deliver and basic.get-ok. Unacked
+deliveries sit in an ordered dict by tag, so ``multiple`` acks pop from the front in O(1) each.
+``basic.qos`` with global=false sets the limit of consumers created afterwards, global=true limits
+the whole channel (RabbitMQ 3.x semantics). Requeued messages return to their original positions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from router.amqp import fastpath
+from router.amqp.constants import NOT_FOUND, PRECONDITION_FAILED
+from router.amqp.errors import ChannelError
+from router.broker.message import QueuedMessage
+from router.broker.queues import Queue
+
+if TYPE_CHECKING:
+    from router.broker.session import Session
+
+Unacked = tuple[QueuedMessage, Queue, "Consumer | None"]
+
+
+class Consumer:
+    """A basic.consume subscription of a channel to a queue."""
+
+    __slots__ = ("channel", "exclusive", "no_ack", "prefetch", "priority", "queue", "tag",
+                 "tag_raw", "unacked")
+
+    def __init__(
+        self,
+        channel: Channel,
+        queue: Queue,
+        tag: str,
+        *,
+        no_ack: bool,
+        exclusive: bool,
+        priority: int,
+        prefetch: int,
+    ) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.tag = tag
+        self.tag_raw = fastpath.shortstr(tag)
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.priority = priority
+        self.prefetch = prefetch
+        self.unacked = 0
+
+    def __repr__(self) -> str:
+        return f"<Consumer {self.tag!r} on {self.queue.name!r}>"
+
+    def can_take(self) -> bool:
+        channel = self.channel
+        if not channel.flow_active or channel.session.output_blocked:
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return not (channel.global_prefetch and channel.consumer_unacked >= channel.global_prefetch)
+
+    def deliver(self, queue: Queue, entry: QueuedMessage) -> None:
+        self.channel.deliver(self, queue, entry)
+
+
+class Channel:
+    """One open channel of a session."""
+
+    def __init__(self, session: Session, number: int) -> None:
+        self.session = session
+        self.number = number
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: OrderedDict[int, Unacked] = OrderedDict()
+        self.next_tag = 1
+        self.prefetch_count = 0  # for consumers created from now on (global=false)
+        self.global_prefetch = 0  # for the whole channel (global=true)
+        self.consumer_unacked = 0
+        self.flow_active = True
+        self.confirm = False
+        self.publish_seq = 0
+        self.confirmed_upto = 0
+        self.nacked: list[int] = []
+        self.tx = False
+        self.tx_publishes: list[object] = []
+        self.tx_acks: list[tuple[str, int, bool, bool]] = []
+        self.last_queue = ""
+        self.closed = False
+
+    # --- delivering ----------------------------------------------------------------------------
+
+    def deliver(self, consumer: Consumer, queue: Queue, entry: QueuedMessage) -> None:
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        message = entry.message
+        session = self.session
+        number = self.number
+        session.write(
+            fastpath.deliver_frame(number, consumer.tag_raw, tag, entry.redelivered,
+                                   message.exchange_rk)
+            + fastpath.content_tail(number, message.header_payload, message.body,
+                                    session.frame_max)
+        )
+        if not consumer.no_ack:
+            self.unacked[tag] = (entry, queue, consumer)
+            consumer.unacked += 1
+            self.consumer_unacked += 1
+
+    def get(self, queue: Queue, no_ack: bool) -> bool:
+        """basic.get: send get-ok with the next message, or get-empty."""
+        entry = queue.get(no_ack)
+        number = self.number
+        session = self.session
+        if entry is None:
+            session.write(fastpath.get_empty_frame(number))
+            return False
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        message = entry.message
+        session.write(
+            fastpath.get_ok_frame(number, tag, entry.redelivered, message.exchange_rk,
+                                  queue.message_count)
+            + fastpath.content_tail(number, message.header_payload, message.body,
+                                    session.frame_max)
+        )
+        if not no_ack:
+            self.unacked[tag] = (entry, queue, None)
+        return True
+
+    # --- acknowledgements ----------------------------------------------------------------------
+
+    def _take(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
+        """Remove and return the unacked deliveries an ack/nack/reject refers to."""
+        unacked = self.unacked
+        if multiple:
+            if delivery_tag == 0:  # AMQP 0-9-1: tag 0 with multiple means every outstanding one
+                taken = list(unacked.values())
+                unacked.clear()
+                return taken
+            if delivery_tag not in unacked:
+                raise self._unknown_tag(delivery_tag)
+            taken = []
+            while unacked:
+                tag = next(iter(unacked))
+                if tag > delivery_tag:
+                    break
+                taken.append(unacked.popitem(last=False)[1])
+            return taken
+        record = unacked.pop(delivery_tag, None)
+        if record is None:
+            raise self._unknown_tag(delivery_tag)
+        return [record]
+
+    @staticmethod
+    def _unknown_tag(tag: int) -> ChannelError:
+        return ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+
+    def _release(self, records: list[Unacked]) -> None:
+        for _entry, _queue, consumer in records:
+            if consumer is not None:
+                consumer.unacked -= 1
+                self.consumer_unacked -= 1
+
+    def ack(self, delivery_tag: int, multiple: bool) -> None:
+        if self.tx:
+            self._check_tag(delivery_tag, multiple)
+            self.tx_acks.append(("ack", delivery_tag, multiple, False))
+            return
+        records = self._take(delivery_tag, multiple)
+        self._release(records)
+        for entry, queue, _consumer in records:
+            queue.ack(entry)
+        self._resume(records)
+
+    def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
+        if self.tx:
+            self._check_tag(delivery_tag, multiple)
+            self.tx_acks.append(("nack", delivery_tag, multiple, requeue))
+            return
+        records = self._take(delivery_tag, multiple)
+        self._release(records)
+        self._settle(records, requeue)
+        self._resume(records)
+
+    def _check_tag(self, delivery_tag: int, multiple: bool) -> None:
+        if (delivery_tag or not multiple) and delivery_tag not in self.unacked:
+            raise self._unknown_tag(delivery_tag)
+
+    def _settle(self, records: list[Unacked], requeue: bool) -> None:
+        if not requeue:
+            for entry, queue, _consumer in records:
+                queue.ack(entry)
+            return
+        by_queue: dict[Queue, list[QueuedMessage]] = {}
+        for entry, queue, _consumer in records:
+            by_queue.setdefault(queue, []).append(entry)
+        for queue, entries in by_queue.items():
+            queue.requeue(entries)
+
+    def _resume(self, records: list[Unacked]) -> None:
+        """Credit was freed: let the queues this channel consumes from deliver again."""
+        queues: dict[Queue, None] = {}
+        for _entry, queue, _consumer in records:
+            queues[queue] = None
+        for consumer in self.consumers.values():
+            queues[consumer.queue] = None
+        for queue in queues:
+            queue.dispatch()
+
+    def recover(self) -> None:
+        """basic.recover(requeue=true): every unacked delivery goes back to its queue."""
+        records = list(self.unacked.values())
+        self.unacked.clear()
+        self._release(records)
+        self._settle(records, requeue=True)
+        self._resume(records)
+
+    def commit(self) -> list[object]:
+        """tx.commit: apply buffered acks; returns buffered publishes for the session to route."""
+        publishes, acks = self.tx_publishes, self.tx_acks
+        self.tx_publishes, self.tx_acks = [], []
+        self.tx = False
+        try:
+            for kind, tag, multiple, requeue in acks:
+                if kind == "ack":
+                    self.ack(tag, multiple)
+                else:
+                    self.nack(tag, multiple, requeue)
+        finally:
+            self.tx = True
+        return publishes
+
+    def rollback(self) -> None:
+        self.tx_publishes = []
+        self.tx_acks = []
+
+    # --- consumers -----------------------------------------------------------------------------
+
+    def remove_consumer(self, tag: str) -> Consumer | None:
+        consumer = self.consumers.pop(tag, None)
+        if consumer is not None:
+            consumer.queue.remove_consumer(consumer)
+        return consumer
+
+    def close(self) -> list[Queue]:
+        """The channel is going away: cancel consumers, requeue unacked deliveries.
+
+        Returns the queues that lost their last consumer (auto-delete candidates)."""
+        if self.closed:
+            return []
+        self.closed = True
+        emptied = []
+        for tag in list(self.consumers):
+            consumer = self.remove_consumer(tag)
+            if consumer is not None and consumer.queue.consumer_count == 0:
+                emptied.append(consumer.queue)
+        records = list(self.unacked.values())
+        self.unacked.clear()
+        self._release(records)
+        self._settle(records, requeue=True)
+        for queue in {r[1]: None for r in records}:
+            queue.dispatch()
+        return emptied
+
+    def resolve_queue_name(self, name: str) -> str:
+        """An empty queue name means the last queue declared on this channel (RabbitMQ)."""
+        if name:
+            return name
+        if not self.last_queue:
+            raise ChannelError(NOT_FOUND, "no previously declared queue")
+        return self.last_queue

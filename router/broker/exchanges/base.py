@@ -1,0 +1,114 @@
+"""What every exchange type shares: identity, flags, the binding set and routing's contract.
+
+A binding is identified by (destination, routing key, arguments), as RabbitMQ identifies it: the
+same key with other arguments is another binding. A subclass indexes bindings for its own routing
+(``_add`` / ``_remove``) and answers ``route(message)`` with the destinations, each once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Union
+
+from router.amqp.tables import FieldTable, encode_table
+from router.broker.message import Message
+
+if TYPE_CHECKING:
+    from router.broker.queues import Queue
+
+Destination = Union["Queue", "Exchange"]
+
+
+def arguments_key(arguments: FieldTable) -> bytes:
+    """A hashable identity for binding arguments: type tags and key order-insensitive."""
+    if not arguments:
+        return b""
+    ordered = FieldTable()
+    for key in sorted(arguments):
+        ordered.set_typed(key, arguments.tag(key), arguments[key])
+    return encode_table(ordered)
+
+
+class Binding:
+    """source --routing_key/arguments--> destination."""
+
+    __slots__ = ("arguments", "destination", "key", "matched", "routing_key", "source")
+
+    def __init__(
+        self, source: Exchange, destination: Destination, routing_key: str, arguments: FieldTable
+    ) -> None:
+        self.source = source
+        self.destination = destination
+        self.routing_key = routing_key
+        self.arguments = arguments
+        self.key = (id(destination), routing_key, arguments_key(arguments))
+        self.matched = 0
+
+    def __repr__(self) -> str:
+        return f"<Binding {self.source.name!r} -> {self.destination.name!r} {self.routing_key!r}>"
+
+
+class Exchange:
+    """Base of the exchange types."""
+
+    TYPE: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        name: str,
+        vhost: str,
+        *,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        self.name = name
+        self.vhost = vhost
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.internal = internal
+        self.arguments = arguments if arguments is not None else FieldTable()
+        self.bindings: dict[tuple[int, str, bytes], Binding] = {}
+        self.exchange_bindings = 0  # bindings whose destination is an exchange
+        alternate = self.arguments.get("alternate-exchange")
+        self.alternate_exchange: str | None = (
+            alternate.decode() if isinstance(alternate, bytes) else alternate
+            if isinstance(alternate, str) else None
+        )
+        self.published_in = 0
+        self.routed_out = 0
+        self.unroutable = 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    def validate_binding(self, routing_key: str, arguments: FieldTable) -> None:
+        """Raise a ChannelError when a binding's key or arguments make no sense for this type."""
+
+    def bind(self, binding: Binding) -> bool:
+        """Add a binding; False when an identical one exists."""
+        if binding.key in self.bindings:
+            return False
+        self.bindings[binding.key] = binding
+        if isinstance(binding.destination, Exchange):
+            self.exchange_bindings += 1
+        self._add(binding)
+        return True
+
+    def unbind(self, key: tuple[int, str, bytes]) -> Binding | None:
+        binding = self.bindings.pop(key, None)
+        if binding is not None:
+            if isinstance(binding.destination, Exchange):
+                self.exchange_bindings -= 1
+            self._remove(binding)
+        return binding
+
+    def route(self, message: Message) -> list[Destination]:
+        """The destinations of ``message``, each once."""
+        raise NotImplementedError
+
+    def _add(self, binding: Binding) -> None:
+        raise NotImplementedError
+
+    def _remove(self, binding: Binding) -> None:
+        raise NotImplementedError

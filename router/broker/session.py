@@ -1,0 +1,527 @@
+"""A session: one client connection's meaning.
+
+It feeds bytes to its ``ServerConnection``, acts on the events (opening the vhost, channel methods,
+publishes, acks) against the ``Broker``, and turns the ``ChannelError`` / ``ConnectionError`` those
+raise into channel.close or connection.close. It is the only place errors become closes.
+
+Output for this connection may be produced by other sessions (a publish elsewhere delivers here);
+``write`` queues it and calls ``wakeup`` (set by the runtime) so the writer sends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from router.amqp import fastpath, spec
+from router.amqp.connection import (
+    Ack,
+    CloseReceived,
+    Event,
+    MethodReceived,
+    Nack,
+    OpenRequested,
+    Publish,
+    Reject,
+    ServerConnection,
+    Terminated,
+)
+from router.amqp.constants import (
+    ACCESS_REFUSED,
+    COMMAND_INVALID,
+    CONNECTION_FORCED,
+    NO_ROUTE,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    NOT_IMPLEMENTED,
+    PRECONDITION_FAILED,
+)
+from router.amqp.errors import AMQPError, ChannelError, ConnectionError
+from router.amqp.frames import method_frame
+from router.amqp.tables import FieldTable
+from router.broker.channel import Channel, Consumer
+from router.broker.message import Message
+from router.broker.queues import Queue
+
+if TYPE_CHECKING:
+    from router.broker.broker import Broker
+    from router.broker.vhost import VirtualHost
+
+# Stop delivering to a connection whose unsent output exceeds this (RabbitMQ's credit flow does
+# the same job): a slow no-ack consumer cannot make the broker buffer without bound.
+OUTPUT_HIGH_WATER = 1 << 20
+
+
+class Session:
+    """The broker side of one AMQP connection."""
+
+    def __init__(self, broker: Broker, *, now: float, peer: str = "") -> None:
+        self.broker = broker
+        self.peer = peer
+        self.conn = ServerConnection(
+            now=now,
+            authenticate=broker.authenticate,
+            server_properties=broker.server_properties(),
+            channel_max=broker.config.channel_max,
+            frame_max=broker.config.frame_max,
+            heartbeat=broker.config.heartbeat,
+        )
+        self.vhost: VirtualHost | None = None
+        self.channels: dict[int, Channel] = {}
+        self.wakeup: Callable[[], None] = lambda: None
+        self._wake_pending = False
+        self.in_flight = 0
+        self._was_blocked = False
+        self._confirm_channels: dict[Channel, None] = {}
+        self.opened = False
+        self.ended = False
+        self.end_reason = ""
+        self.cancel_notify = False
+        self.id = broker.next_session_id()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.peer}>"
+
+    # --- I/O face --------------------------------------------------------------------------------
+
+    @property
+    def frame_max(self) -> int:
+        return self.conn.frame_max
+
+    @property
+    def output_blocked(self) -> bool:
+        return self.conn.pending_bytes + self.in_flight > OUTPUT_HIGH_WATER
+
+    def write(self, data: bytes) -> None:
+        self.conn.write(data)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.wakeup()
+
+    def data_to_send(self, now: float) -> bytes:
+        """What to write to the socket now; call ``sent()`` once it is written."""
+        self._wake_pending = False
+        data = self.conn.data_to_send(now)
+        self.in_flight += len(data)
+        return data
+
+    def sent(self) -> None:
+        """The last ``data_to_send`` is on the wire: resume consumers paused on a full buffer."""
+        blocked = self.output_blocked
+        self.in_flight = 0
+        if blocked or self._was_blocked:
+            self._was_blocked = False
+            self._resume_consumers()
+
+    def _resume_consumers(self) -> None:
+        for channel in list(self.channels.values()):
+            for consumer in list(channel.consumers.values()):
+                consumer.queue.dispatch()
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
+
+    def next_deadline(self) -> float | None:
+        return self.conn.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        self._handle(self.conn.handle_timer(now))
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes from the socket (``b""`` at EOF): process every event in them."""
+        self._handle(self.conn.receive_data(data, now))
+
+    def _handle(self, events: list[Event]) -> None:
+        conn = self.conn
+        for event in events:
+            if conn.state in ("closing", "closed") and not isinstance(event, Terminated):
+                continue
+            try:
+                if type(event) is Publish:
+                    self._publish(event)
+                elif type(event) is Ack:
+                    self._channel(event.channel).ack(event.delivery_tag, event.multiple)
+                elif type(event) is MethodReceived:
+                    self._method(event.channel, event.method)
+                elif type(event) is Nack:
+                    self._channel(event.channel).nack(event.delivery_tag, event.multiple,
+                                                     event.requeue)
+                elif type(event) is Reject:
+                    self._channel(event.channel).nack(event.delivery_tag, False, event.requeue)
+                elif type(event) is OpenRequested:
+                    self._open(event)
+                elif type(event) is CloseReceived:
+                    self._teardown()
+                elif type(event) is Terminated:
+                    self._teardown()
+                    self.ended = True
+                    self.end_reason = event.reason
+            except ChannelError as error:
+                self._channel_error(getattr(event, "channel", 0), error, event)
+            except ConnectionError as error:
+                self.close(error)
+        if self._confirm_channels:
+            self._flush_confirms()
+
+    def _flush_confirms(self) -> None:
+        for channel in self._confirm_channels:
+            if channel.closed:
+                continue
+            upto = channel.publish_seq
+            if upto > channel.confirmed_upto:
+                multiple = upto - channel.confirmed_upto > 1
+                channel.confirmed_upto = upto
+                self.write(fastpath.confirm_frame(channel.number, upto, multiple))
+        self._confirm_channels.clear()
+
+    # --- errors and closing --------------------------------------------------------------------
+
+    def _channel_error(self, number: int, error: ChannelError, event: object) -> None:
+        if not error.class_id:
+            method = getattr(event, "method", None)
+            if method is not None:
+                error.class_id, error.method_id = method.CLASS_ID, method.METHOD_ID
+            elif isinstance(event, Publish):
+                error.class_id, error.method_id = 60, 40
+            elif isinstance(event, Ack):
+                error.class_id, error.method_id = 60, 80
+            elif isinstance(event, Nack):
+                error.class_id, error.method_id = 60, 120
+            elif isinstance(event, Reject):
+                error.class_id, error.method_id = 60, 90
+        channel = self.channels.pop(number, None)
+        if channel is not None:
+            self._close_channel_state(channel)
+        self.conn.close_channel(number, error)
+
+    def close(self, error: AMQPError) -> None:
+        """Close the whole connection with ``error``'s code and text."""
+        self.conn.close_with(error)
+        self._teardown()
+
+    def shutdown(self) -> None:
+        """The broker is stopping: connection.close 320, as RabbitMQ does."""
+        self.close(ConnectionError(
+            CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"))
+
+    def _teardown(self) -> None:
+        """Release everything the connection holds: channels, then exclusive queues."""
+        for channel in list(self.channels.values()):
+            self._close_channel_state(channel)
+        self.channels.clear()
+        if self.vhost is not None:
+            for queue in [q for q in self.vhost.queues.values() if q.exclusive_owner is self]:
+                self.vhost.remove_queue(queue)
+        if self.opened:
+            self.opened = False
+            self.broker.session_closed(self)
+
+    def _close_channel_state(self, channel: Channel) -> None:
+        self._confirm_channels.pop(channel, None)
+        for queue in channel.close():
+            self._maybe_auto_delete(queue)
+
+    def _maybe_auto_delete(self, queue: Queue) -> None:
+        if queue.auto_delete and queue.had_consumers and queue.consumer_count == 0 and (
+            self.vhost is not None
+        ):
+            self.vhost.remove_queue(queue)
+
+    # --- connection ----------------------------------------------------------------------------
+
+    def _open(self, event: OpenRequested) -> None:
+        vhost = self.broker.vhosts.get(event.virtual_host)
+        if vhost is None:
+            raise ConnectionError(
+                NOT_ALLOWED, f"vhost {event.virtual_host} not found", 10, 40)
+        self.vhost = vhost
+        capabilities = event.client_properties.get("capabilities")
+        self.cancel_notify = bool(
+            isinstance(capabilities, dict) and capabilities.get("consumer_cancel_notify"))
+        self.conn.accept_open()
+        self.opened = True
+        self.broker.session_opened(self)
+
+    def _channel(self, number: int) -> Channel:
+        channel = self.channels.get(number)
+        if channel is None:  # the connection only passes events for open channels
+            raise ChannelError(NOT_FOUND, f"channel {number} is not open")
+        return channel
+
+    # --- publish -------------------------------------------------------------------------------
+
+    def _publish(self, event: Publish) -> None:
+        channel = self.channels[event.channel]
+        if event.immediate:
+            raise ConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+        vhost = self.vhost
+        assert vhost is not None
+        exchange = vhost.exchanges.get(event.exchange)
+        if exchange is None:
+            raise ChannelError(NOT_FOUND, f"no exchange '{event.exchange}' in vhost '{vhost.name}'")
+        if exchange.internal:
+            raise ChannelError(
+                ACCESS_REFUSED,
+                f"cannot publish to internal exchange '{event.exchange}' in vhost '{vhost.name}'")
+        if channel.confirm:
+            channel.publish_seq += 1
+            self._confirm_channels[channel] = None
+        if channel.tx:
+            channel.tx_publishes.append(event)
+            return
+        self._route(channel, event)
+
+    def _route(self, channel: Channel, event: Publish) -> None:
+        vhost = self.vhost
+        assert vhost is not None
+        exchange = vhost.exchanges.get(event.exchange)
+        if exchange is None:  # deleted between a tx publish and its commit
+            return
+        message = Message(event.exchange, event.routing_key, event.properties, event.body,
+                          event.delivery_mode, event.priority, event.expiration)
+        queues = vhost.route(exchange, message)
+        vhost.published += 1
+        if not queues:
+            vhost.unroutable += 1
+            if event.mandatory:
+                number = channel.number
+                self.write(
+                    fastpath.return_frame(number, NO_ROUTE, "NO_ROUTE", message.exchange_rk)
+                    + fastpath.content_tail(number, message.header_payload, message.body,
+                                            self.frame_max))
+            return
+        for queue in queues:
+            queue.publish(message)
+
+    # --- methods -------------------------------------------------------------------------------
+
+    def _method(self, number: int, method: spec.Method) -> None:
+        if isinstance(method, spec.ChannelOpen):
+            self.channels[number] = Channel(self, number)
+            self.conn.send_method(number, spec.ChannelOpenOk())
+            return
+        channel = self._channel(number)
+        handler = _HANDLERS.get(type(method))
+        if handler is None:
+            raise ConnectionError(
+                NOT_IMPLEMENTED, f"{method.NAME} is not implemented by this broker",
+                method.CLASS_ID, method.METHOD_ID)
+        handler(self, channel, method)
+
+    def _reply(self, channel: Channel, method: spec.Method, nowait: bool = False) -> None:
+        if not nowait:
+            self.conn.send_method(channel.number, method)
+
+    def _channel_close(self, channel: Channel, method: spec.ChannelClose) -> None:
+        self.channels.pop(channel.number, None)
+        self._close_channel_state(channel)
+        self.conn.channel_close_ok(channel.number)
+
+    def _channel_close_ok(self, channel: Channel, method: spec.ChannelCloseOk) -> None:
+        pass  # answered while closing; handled by the connection
+
+    def _channel_flow(self, channel: Channel, method: spec.ChannelFlow) -> None:
+        channel.flow_active = method.active
+        self.conn.send_method(channel.number, spec.ChannelFlowOk(method.active))
+        if method.active:
+            for consumer in list(channel.consumers.values()):
+                consumer.queue.dispatch()
+
+    def _vhost(self) -> VirtualHost:
+        assert self.vhost is not None
+        return self.vhost
+
+    def _exchange_declare(self, channel: Channel, method: spec.ExchangeDeclare) -> None:
+        self._vhost().declare_exchange(
+            method.exchange, method.type, passive=method.passive, durable=method.durable,
+            auto_delete=method.auto_delete, internal=method.internal, arguments=method.arguments)
+        self._reply(channel, spec.ExchangeDeclareOk(), method.nowait)
+
+    def _exchange_delete(self, channel: Channel, method: spec.ExchangeDelete) -> None:
+        self._vhost().delete_exchange(method.exchange, if_unused=method.if_unused)
+        self._reply(channel, spec.ExchangeDeleteOk(), method.nowait)
+
+    def _exchange_bind(self, channel: Channel, method: spec.ExchangeBind) -> None:
+        vhost = self._vhost()
+        destination = vhost.exchange(method.destination)
+        vhost.bind(method.source, destination, method.routing_key, method.arguments)
+        self._reply(channel, spec.ExchangeBindOk(), method.nowait)
+
+    def _exchange_unbind(self, channel: Channel, method: spec.ExchangeUnbind) -> None:
+        vhost = self._vhost()
+        destination = vhost.exchange(method.destination)
+        vhost.unbind(method.source, destination, method.routing_key, method.arguments)
+        self._reply(channel, spec.ExchangeUnbindOk(), method.nowait)
+
+    def _queue_declare(self, channel: Channel, method: spec.QueueDeclare) -> None:
+        vhost = self._vhost()
+        name = method.queue
+        if method.passive and not name:
+            name = channel.resolve_queue_name(name)
+        queue = vhost.declare_queue(
+            name, owner=self, passive=method.passive, durable=method.durable,
+            exclusive=method.exclusive, auto_delete=method.auto_delete,
+            arguments=method.arguments)
+        channel.last_queue = queue.name
+        self._reply(channel, spec.QueueDeclareOk(queue.name, queue.message_count,
+                                                 queue.consumer_count), method.nowait)
+
+    def _queue_bind(self, channel: Channel, method: spec.QueueBind) -> None:
+        vhost = self._vhost()
+        queue = vhost.queue(channel.resolve_queue_name(method.queue), self)
+        routing_key = method.routing_key
+        if not method.queue and not routing_key:
+            routing_key = queue.name  # AMQP 0-9-1 §1.7.2.3.3: empty queue and key
+        vhost.bind(method.exchange, queue, routing_key, method.arguments)
+        self._reply(channel, spec.QueueBindOk(), method.nowait)
+
+    def _queue_unbind(self, channel: Channel, method: spec.QueueUnbind) -> None:
+        vhost = self._vhost()
+        queue = vhost.queue(channel.resolve_queue_name(method.queue), self)
+        vhost.unbind(method.exchange, queue, method.routing_key, method.arguments)
+        self._reply(channel, spec.QueueUnbindOk())
+
+    def _queue_purge(self, channel: Channel, method: spec.QueuePurge) -> None:
+        count = self._vhost().purge_queue(channel.resolve_queue_name(method.queue), owner=self)
+        self._reply(channel, spec.QueuePurgeOk(count), method.nowait)
+
+    def _queue_delete(self, channel: Channel, method: spec.QueueDelete) -> None:
+        count = self._vhost().delete_queue(
+            channel.resolve_queue_name(method.queue), owner=self, if_unused=method.if_unused,
+            if_empty=method.if_empty)
+        self._reply(channel, spec.QueueDeleteOk(count), method.nowait)
+
+    def _basic_qos(self, channel: Channel, method: spec.BasicQos) -> None:
+        if method.prefetch_size:
+            raise ConnectionError(
+                NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})", 60, 10)
+        if method.global_:
+            channel.global_prefetch = method.prefetch_count
+        else:
+            channel.prefetch_count = method.prefetch_count
+        self._reply(channel, spec.BasicQosOk())
+        for consumer in list(channel.consumers.values()):
+            consumer.queue.dispatch()
+
+    def _basic_consume(self, channel: Channel, method: spec.BasicConsume) -> None:
+        vhost = self._vhost()
+        queue = vhost.queue(channel.resolve_queue_name(method.queue), self)
+        tag = method.consumer_tag or f"amq.ctag-{self.broker.ids.token()}"
+        if tag in channel.consumers:
+            raise ConnectionError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        if queue.exclusive_consumer is not None or (method.exclusive and queue.consumer_count):
+            raise ChannelError(
+                ACCESS_REFUSED,
+                f"queue '{queue.name}' in vhost '{vhost.name}' in exclusive use")
+        priority = _consumer_priority(method.arguments)
+        consumer = Consumer(channel, queue, tag, no_ack=method.no_ack, exclusive=method.exclusive,
+                            priority=priority, prefetch=channel.prefetch_count)
+        channel.consumers[tag] = consumer
+        queue.add_consumer(consumer)
+        self._reply(channel, spec.BasicConsumeOk(tag), method.nowait)
+        queue.dispatch()
+
+    def _basic_cancel(self, channel: Channel, method: spec.BasicCancel) -> None:
+        consumer = channel.remove_consumer(method.consumer_tag)
+        self._reply(channel, spec.BasicCancelOk(method.consumer_tag), method.nowait)
+        if consumer is not None:
+            self._maybe_auto_delete(consumer.queue)
+
+    def cancel_by_server(self, consumer: Consumer) -> None:
+        """The consumer's queue was deleted: tell clients that asked to be told (RabbitMQ)."""
+        channel = consumer.channel
+        if channel.consumers.get(consumer.tag) is not consumer:
+            return
+        del channel.consumers[consumer.tag]
+        if self.cancel_notify and not channel.closed:
+            self.write(method_frame(channel.number, spec.BasicCancel(consumer.tag, True)))
+
+    def _basic_get(self, channel: Channel, method: spec.BasicGet) -> None:
+        queue = self._vhost().queue(channel.resolve_queue_name(method.queue), self)
+        channel.get(queue, method.no_ack)
+
+    def _basic_recover(self, channel: Channel, method: spec.BasicRecover) -> None:
+        if not method.requeue:
+            raise ConnectionError(NOT_IMPLEMENTED, "requeue=false", 60, 110)
+        channel.recover()
+        self._reply(channel, spec.BasicRecoverOk())
+
+    def _basic_recover_async(self, channel: Channel, method: spec.BasicRecoverAsync) -> None:
+        if not method.requeue:
+            raise ConnectionError(NOT_IMPLEMENTED, "requeue=false", 60, 100)
+        channel.recover()
+
+    def _confirm_select(self, channel: Channel, method: spec.ConfirmSelect) -> None:
+        if channel.tx:
+            raise ChannelError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
+        channel.confirm = True
+        self._reply(channel, spec.ConfirmSelectOk(), method.nowait)
+
+    def _tx_select(self, channel: Channel, method: spec.TxSelect) -> None:
+        if channel.confirm:
+            raise ChannelError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+        channel.tx = True
+        self._reply(channel, spec.TxSelectOk())
+
+    def _tx_commit(self, channel: Channel, method: spec.TxCommit) -> None:
+        if not channel.tx:
+            raise ChannelError(PRECONDITION_FAILED, "channel is not transactional")
+        for publish in channel.commit():
+            assert isinstance(publish, Publish)
+            self._route(channel, publish)
+        self._reply(channel, spec.TxCommitOk())
+
+    def _tx_rollback(self, channel: Channel, method: spec.TxRollback) -> None:
+        if not channel.tx:
+            raise ChannelError(PRECONDITION_FAILED, "channel is not transactional")
+        channel.rollback()
+        self._reply(channel, spec.TxRollbackOk())
+
+    def _unexpected(self, channel: Channel, method: spec.Method) -> None:
+        raise ConnectionError(
+            COMMAND_INVALID,
+            f"{method.NAME} is sent by servers, not clients", method.CLASS_ID, method.METHOD_ID)
+
+
+def _consumer_priority(arguments: FieldTable) -> int:
+    value = arguments.get("x-priority", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ChannelError(
+            PRECONDITION_FAILED,
+            f"invalid arg 'x-priority' for consumer: expected an integer, got {value!r}")
+    return value
+
+
+_HANDLERS: dict[type[spec.Method], Callable[[Session, Channel, spec.Method], None]] = {
+    spec.ChannelClose: Session._channel_close,  # type: ignore[dict-item]
+    spec.ChannelCloseOk: Session._channel_close_ok,  # type: ignore[dict-item]
+    spec.ChannelFlow: Session._channel_flow,  # type: ignore[dict-item]
+    spec.ExchangeDeclare: Session._exchange_declare,  # type: ignore[dict-item]
+    spec.ExchangeDelete: Session._exchange_delete,  # type: ignore[dict-item]
+    spec.ExchangeBind: Session._exchange_bind,  # type: ignore[dict-item]
+    spec.ExchangeUnbind: Session._exchange_unbind,  # type: ignore[dict-item]
+    spec.QueueDeclare: Session._queue_declare,  # type: ignore[dict-item]
+    spec.QueueBind: Session._queue_bind,  # type: ignore[dict-item]
+    spec.QueueUnbind: Session._queue_unbind,  # type: ignore[dict-item]
+    spec.QueuePurge: Session._queue_purge,  # type: ignore[dict-item]
+    spec.QueueDelete: Session._queue_delete,  # type: ignore[dict-item]
+    spec.BasicQos: Session._basic_qos,  # type: ignore[dict-item]
+    spec.BasicConsume: Session._basic_consume,  # type: ignore[dict-item]
+    spec.BasicCancel: Session._basic_cancel,  # type: ignore[dict-item]
+    spec.BasicGet: Session._basic_get,  # type: ignore[dict-item]
+    spec.BasicRecover: Session._basic_recover,  # type: ignore[dict-item]
+    spec.BasicRecoverAsync: Session._basic_recover_async,  # type: ignore[dict-item]
+    spec.ConfirmSelect: Session._confirm_select,  # type: ignore[dict-item]
+    spec.TxSelect: Session._tx_select,  # type: ignore[dict-item]
+    spec.TxCommit: Session._tx_commit,  # type: ignore[dict-item]
+    spec.TxRollback: Session._tx_rollback,  # type: ignore[dict-item]
+}
+for _server_only in (spec.BasicDeliver, spec.BasicReturn, spec.BasicGetOk, spec.BasicGetEmpty,
+                     spec.BasicConsumeOk, spec.BasicCancelOk, spec.BasicQosOk, spec.BasicRecoverOk,
+                     spec.ChannelOpenOk, spec.ChannelFlowOk, spec.ExchangeDeclareOk,
+                     spec.ExchangeDeleteOk, spec.ExchangeBindOk, spec.ExchangeUnbindOk,
+                     spec.QueueDeclareOk, spec.QueueBindOk, spec.QueueUnbindOk, spec.QueuePurgeOk,
+                     spec.QueueDeleteOk, spec.ConfirmSelectOk, spec.TxSelectOk, spec.TxCommitOk,
+                     spec.TxRollbackOk):
+    _HANDLERS[_server_only] = Session._unexpected  # type: ignore[assignment]

@@ -1,0 +1,308 @@
+"""A virtual host: its exchanges, queues and bindings, and routing across them.
+
+Every operation a channel can ask for lives here as a method that either succeeds or raises a
+``ChannelError`` / ``ConnectionError`` with RabbitMQ's reply code and a text naming what was wrong.
+``owner`` arguments identify the connection asking (for exclusive queues).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from router.amqp.constants import (
+    ACCESS_REFUSED,
+    COMMAND_INVALID,
+    NOT_FOUND,
+    PRECONDITION_FAILED,
+    RESOURCE_LOCKED,
+)
+from router.amqp.errors import ChannelError, ConnectionError
+from router.amqp.tables import FieldTable
+from router.broker.arguments import QUEUE_EQUIVALENCE_ARGS, check_equivalent, flag, inequivalent
+from router.broker.exchanges import EXCHANGE_TYPES, Binding, Destination, Exchange
+from router.broker.message import Message
+from router.broker.ports import IdSource
+from router.broker.queues import Queue
+
+
+class DefaultExchange(Exchange):
+    """The nameless direct exchange every queue is bound to by its name (AMQP 0-9-1 §3.1.3.1)."""
+
+    TYPE = "direct"
+
+    def __init__(self, vhost: str, queues: dict[str, Queue]) -> None:
+        super().__init__("", vhost, durable=True)
+        self._queues = queues
+
+    def route(self, message: Message) -> list[Destination]:
+        queue = self._queues.get(message.routing_key)
+        return [queue] if queue is not None else []
+
+
+def _default_refused() -> ChannelError:
+    return ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+
+
+class VirtualHost:
+    """Exchanges, queues and bindings of one vhost."""
+
+    def __init__(self, name: str, ids: IdSource) -> None:
+        self.name = name
+        self._ids = ids
+        self.queues: dict[str, Queue] = {}
+        self.exchanges: dict[str, Exchange] = {}
+        # bindings by destination, to drop them when the destination goes away
+        self._inbound: dict[int, dict[tuple[int, str, bytes], Binding]] = {}
+        # called with a queue that was deleted (consumers must be cancelled)
+        self.on_queue_deleted: Callable[[Queue], None] = lambda queue: None
+        self.exchanges[""] = DefaultExchange(name, self.queues)
+        for xname, xtype in (("amq.direct", "direct"), ("amq.fanout", "fanout"),
+                             ("amq.topic", "topic"), ("amq.headers", "headers"),
+                             ("amq.match", "headers")):
+            self.exchanges[xname] = EXCHANGE_TYPES[xtype](xname, name, durable=True)
+        self.published = 0
+        self.unroutable = 0
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def exchange(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise ChannelError(NOT_FOUND, f"no exchange '{name}' in vhost '{self.name}'")
+        return exchange
+
+    def queue(self, name: str, owner: object | None = None) -> Queue:
+        """The queue called ``name``; 404 if missing, 405 if exclusive to another connection."""
+        queue = self.queues.get(name)
+        if queue is None:
+            raise ChannelError(NOT_FOUND, f"no queue '{name}' in vhost '{self.name}'")
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise self._locked(name)
+        return queue
+
+    def _locked(self, name: str) -> ChannelError:
+        return ChannelError(
+            RESOURCE_LOCKED,
+            f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. "
+            f"It could be originally declared on another connection or the exclusive property "
+            f"value does not match that of the original declaration.",
+        )
+
+    # --- exchanges -----------------------------------------------------------------------------
+
+    def declare_exchange(
+        self,
+        name: str,
+        type: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> Exchange:
+        if passive:
+            return self.exchange(name)
+        cls = EXCHANGE_TYPES.get(type)
+        if cls is None:
+            raise ConnectionError(COMMAND_INVALID, f"unknown exchange type '{type}'", 40, 10)
+        if name == "":
+            raise _default_refused()
+        existing = self.exchanges.get(name)
+        if existing is None:
+            if name.startswith("amq."):
+                raise ChannelError(
+                    ACCESS_REFUSED,
+                    f"exchange name '{name}' contains reserved prefix 'amq.*'")
+            exchange = cls(name, self.name, durable=durable, auto_delete=auto_delete,
+                           internal=internal, arguments=arguments)
+            self.exchanges[name] = exchange
+            return exchange
+        what = ("exchange", name, self.name)
+        if existing.TYPE != type:
+            raise inequivalent("type", *what, f"'{type}'", f"'{existing.TYPE}'")
+        if existing.durable != durable:
+            raise inequivalent("durable", *what, f"'{flag(durable)}'", f"'{flag(existing.durable)}'")
+        if existing.auto_delete != auto_delete:
+            raise inequivalent("auto_delete", *what, f"'{flag(auto_delete)}'",
+                               f"'{flag(existing.auto_delete)}'")
+        if existing.internal != internal:
+            raise inequivalent("internal", *what, f"'{flag(internal)}'",
+                               f"'{flag(existing.internal)}'")
+        check_equivalent(existing.arguments, arguments or FieldTable(), ("alternate-exchange",),
+                         *what)
+        return existing
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        if name == "":
+            raise _default_refused()
+        if name.startswith("amq.") and name in self.exchanges:
+            raise ChannelError(
+                ACCESS_REFUSED,
+                f"cannot delete exchange '{name}' in vhost '{self.name}': it is built in")
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # RabbitMQ 3.x: deleting a missing exchange succeeds
+        if if_unused and exchange.bindings:
+            raise ChannelError(PRECONDITION_FAILED,
+                               f"exchange '{name}' in vhost '{self.name}' in use")
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        del self.exchanges[exchange.name]
+        for binding in list(exchange.bindings.values()):
+            self._drop_binding(binding)
+        for binding in list(self._inbound.get(id(exchange), {}).values()):
+            self._drop_binding(binding)
+
+    # --- queues --------------------------------------------------------------------------------
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        owner: object,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> Queue:
+        """queue.declare. ``owner`` is the declaring connection (it owns an exclusive queue)."""
+        if passive:
+            return self.queue(name, owner)
+        arguments = arguments if arguments is not None else FieldTable()
+        if name == "":
+            name = f"amq.gen-{self._ids.token()}"
+        existing = self.queues.get(name)
+        if existing is None:
+            if name.startswith("amq.") and not name.startswith("amq.gen-"):
+                raise ChannelError(
+                    ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'")
+            queue = Queue(name, self.name, durable=durable,
+                          exclusive_owner=owner if exclusive else None,
+                          auto_delete=auto_delete, arguments=arguments)
+            self.queues[name] = queue
+            return queue
+        what = ("queue", name, self.name)
+        if existing.durable != durable:
+            raise inequivalent("durable", *what, f"'{flag(durable)}'", f"'{flag(existing.durable)}'")
+        if existing.auto_delete != auto_delete:
+            raise inequivalent("auto_delete", *what, f"'{flag(auto_delete)}'",
+                               f"'{flag(existing.auto_delete)}'")
+        if existing.exclusive_owner is not (owner if exclusive else None):
+            raise self._locked(name)
+        check_equivalent(existing.arguments, arguments, QUEUE_EQUIVALENCE_ARGS, *what)
+        return existing
+
+    def delete_queue(
+        self, name: str, *, owner: object, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        queue = self.queues.get(name)
+        if queue is None:
+            return 0  # RabbitMQ 3.x: deleting a missing queue answers delete-ok, 0 messages
+        self.queue(name, owner)
+        if if_unused and queue.consumer_count:
+            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{self.name}' in use")
+        if if_empty and queue.message_count:
+            raise ChannelError(PRECONDITION_FAILED,
+                               f"queue '{name}' in vhost '{self.name}' is not empty")
+        return self.remove_queue(queue)
+
+    def remove_queue(self, queue: Queue) -> int:
+        """Delete a queue and its bindings; its consumers are cancelled by ``on_queue_deleted``."""
+        if self.queues.get(queue.name) is not queue:
+            return 0
+        del self.queues[queue.name]
+        for binding in list(self._inbound.get(id(queue), {}).values()):
+            self._drop_binding(binding)
+        self._inbound.pop(id(queue), None)
+        count = queue.delete()
+        self.on_queue_deleted(queue)
+        return count
+
+    def purge_queue(self, name: str, *, owner: object) -> int:
+        return self.queue(name, owner).purge()
+
+    # --- bindings ------------------------------------------------------------------------------
+
+    def bind(
+        self, source_name: str, destination: Destination, routing_key: str, arguments: FieldTable
+    ) -> None:
+        if source_name == "" or (isinstance(destination, Exchange) and destination.name == ""):
+            raise _default_refused()
+        source = self.exchange(source_name)
+        source.validate_binding(routing_key, arguments)
+        binding = Binding(source, destination, routing_key, arguments)
+        if source.bind(binding):
+            self._inbound.setdefault(id(destination), {})[binding.key + (id(source),)] = binding  # type: ignore[index]
+
+    def unbind(
+        self, source_name: str, destination: Destination, routing_key: str, arguments: FieldTable
+    ) -> None:
+        if source_name == "" or (isinstance(destination, Exchange) and destination.name == ""):
+            raise _default_refused()
+        source = self.exchange(source_name)
+        probe = Binding(source, destination, routing_key, arguments)
+        binding = source.bindings.get(probe.key)
+        if binding is not None:
+            self._drop_binding(binding)
+
+    def _drop_binding(self, binding: Binding) -> None:
+        source = binding.source
+        if source.unbind(binding.key) is None:
+            return
+        inbound = self._inbound.get(id(binding.destination))
+        if inbound is not None:
+            inbound.pop(binding.key + (id(source),), None)  # type: ignore[arg-type]
+        # RabbitMQ: an auto-delete exchange goes when its last binding (as source) goes
+        if source.auto_delete and not source.bindings and self.exchanges.get(source.name) is source:
+            self._remove_exchange(source)
+
+    def bindings(self) -> list[Binding]:
+        return [b for x in self.exchanges.values() for b in x.bindings.values()]
+
+    # --- routing -------------------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, message: Message) -> list[Queue]:
+        """The queues ``message`` reaches from ``exchange``, each once, following
+        exchange-to-exchange bindings and alternate exchanges without looping."""
+        exchange.published_in += 1
+        destinations = exchange.route(message)
+        if not exchange.exchange_bindings and (destinations or exchange.alternate_exchange is None):
+            if destinations:
+                exchange.routed_out += 1
+            else:
+                exchange.unroutable += 1
+            return destinations  # type: ignore[return-value]
+        queues: dict[Queue, None] = {}
+        seen = {id(exchange)}
+        self._collect(exchange, destinations, message, queues, seen)
+        if queues:
+            exchange.routed_out += 1
+        else:
+            exchange.unroutable += 1
+        return list(queues)
+
+    def _collect(
+        self,
+        exchange: Exchange,
+        destinations: list[Destination],
+        message: Message,
+        queues: dict[Queue, None],
+        seen: set[int],
+    ) -> None:
+        before = len(queues)
+        for destination in destinations:
+            if isinstance(destination, Queue):
+                queues[destination] = None
+            elif id(destination) not in seen:
+                seen.add(id(destination))
+                destination.published_in += 1
+                self._collect(destination, destination.route(message), message, queues, seen)
+        if len(queues) == before and exchange.alternate_exchange is not None:
+            alternate = self.exchanges.get(exchange.alternate_exchange)
+            if alternate is not None and id(alternate) not in seen:
+                seen.add(id(alternate))
+                alternate.published_in += 1
+                self._collect(alternate, alternate.route(message), message, queues, seen)

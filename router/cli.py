@@ -1,0 +1,92 @@
+"""Command line: ``router serve`` and ``router bench``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from router import __version__
+from router.config import ConfigError, Settings, load_settings
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="router", description="An AMQP 0-9-1 routing broker.")
+    parser.add_argument("--version", action="version", version=f"router {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the broker")
+    serve.add_argument("--config", default=None, help="settings file (YAML)")
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="AMQP port (default 5672)")
+    serve.add_argument("--heartbeat", type=int, default=None,
+                       help="heartbeat interval proposed to clients, seconds (default 60)")
+    serve.add_argument("--log-level", default=None, help="debug, info, warning (default info)")
+
+    bench = sub.add_parser("bench", help="measure end-to-end throughput")
+    from router.bench import add_arguments
+
+    add_arguments(bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = load_settings(args.config, {
+                "host": args.host, "port": args.port, "heartbeat": args.heartbeat,
+                "log_level": args.log_level})
+        except ConfigError as error:
+            print(f"router: {error}", file=sys.stderr)
+            return 2
+        return serve(settings)
+    if args.command == "bench":
+        from router.bench import run
+
+        return run(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def serve(settings: Settings) -> int:
+    import trio
+
+    from router.broker.broker import Broker, BrokerConfig
+    from router.runtime.server import AMQPServer
+
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    broker = Broker(BrokerConfig(
+        channel_max=settings.channel_max, frame_max=settings.frame_max,
+        heartbeat=settings.heartbeat, users=settings.users, vhosts=settings.vhosts))
+    server = AMQPServer(broker)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(server.serve, settings.host, settings.port)
+            except OSError as error:
+                logging.getLogger("router").error(
+                    "cannot listen on %s:%d: %s (is another broker running there? pick another "
+                    "port with --port)", settings.host, settings.port, error)
+                raise SystemExit(1) from None
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    logging.getLogger("router").info(
+                        "%s received: closing connections (320) and stopping",
+                        signal.Signals(signum).name)
+                    break
+            await server.shutdown()
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+    logging.getLogger("router").info("stopped")
+    return 0

@@ -1,0 +1,82 @@
+"""Settings: parsed from a YAML file and command-line flags into frozen dataclasses (pure).
+
+Errors name the file, the key, what was found and what is expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 5672
+    channel_max: int = 2047
+    frame_max: int = 131072
+    heartbeat: int = 60
+    users: tuple[tuple[str, str], ...] = (("guest", "guest"),)
+    vhosts: tuple[str, ...] = ("/",)
+    log_level: str = "info"
+    data_dir: str = "./var/router"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_INTS = {"port": (0, 65535), "channel_max": (1, 65535), "frame_max": (4096, 1 << 31),
+         "heartbeat": (0, 65535)}
+_STRS = ("host", "log_level", "data_dir")
+
+
+def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from ``path`` (a YAML mapping; missing file = defaults) with ``overrides`` on top."""
+    values: dict[str, Any] = {}
+    where = str(path) if path else "<defaults>"
+    if path is not None and Path(path).exists():
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{where}: not valid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{where}: expected a mapping of settings at the top level")
+        values.update(loaded)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    settings = Settings()
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in _INTS:
+            low, high = _INTS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(
+                    f"{where}: key '{key}': found {value!r}, expected an integer from {low} to "
+                    f"{high}")
+            changes[key] = value
+        elif key in _STRS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: key '{key}': found {value!r}, expected a string")
+            changes[key] = value
+        elif key == "users":
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ConfigError(
+                    f"{where}: key 'users': expected a mapping of user name to password, "
+                    f"e.g. users: {{guest: guest}}")
+            changes["users"] = tuple(value.items())
+        elif key == "vhosts":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: key 'vhosts': expected a list of names, e.g. ['/']")
+            changes["vhosts"] = tuple(value)
+        else:
+            known = ", ".join(sorted([*_INTS, *_STRS, "users", "vhosts"]))
+            raise ConfigError(f"{where}: unknown key '{key}'; known keys are: {known}")
+    return replace(settings, **changes)

@@ -1,0 +1,1 @@
+"""The edges: listeners, per-connection tasks, timers, signals. The only package importing trio."""

@@ -1,0 +1,194 @@
+"""The AMQP listener and per-connection tasks: the edge where bytes meet the sans-IO core.
+
+Each connection has three tasks in its own nursery: a reader (one ``receive_some`` → one
+``Session.receive_data`` that processes every frame in the chunk synchronously), a writer (one
+``send_all`` of everything queued, per wake-up) and a timer (heartbeats and handshake/close
+deadlines from ``Session.next_deadline``). Output produced for a connection by another connection's
+publish wakes that connection's writer. One catch-all per connection turns a bug into a 541 close,
+so one bad client never hurts another.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from router.amqp.constants import INTERNAL_ERROR
+from router.amqp.errors import ConnectionError
+from router.broker.broker import Broker
+from router.broker.session import Session
+
+log = logging.getLogger("router.amqp")
+
+READ_SIZE = 256 * 1024
+
+
+class _Wake:
+    """A re-armable wake-up for one waiting task."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()
+
+
+class AMQPServer:
+    """Accepts AMQP connections for a broker; ``shutdown()`` closes them all with 320."""
+
+    def __init__(self, broker: Broker, *, shutdown_grace: float = 2.0) -> None:
+        self.broker = broker
+        self.shutdown_grace = shutdown_grace
+        self._connections: dict[Session, _Wake] = {}
+        self._all_closed = trio.Event()
+        self.stopping = False
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on host:port and serve until cancelled. Reports the bound port when ready."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()[1]
+        log.info("listening for AMQP 0-9-1 on %s:%d", host, bound)
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+            task_status.started(bound)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as error:  # e.g. EMFILE: log, back off, keep serving
+                    log.warning("accept failed: %s", error)
+                    await trio.sleep(0.1)
+                    continue
+                if self.stopping:
+                    await stream.aclose()
+                    continue
+                nursery.start_soon(self.handle_connection, stream)
+
+    async def handle_connection(self, stream: trio.abc.Stream) -> None:
+        peer = _peer_name(stream)
+        session = Session(self.broker, now=trio.current_time(), peer=peer)
+        wake = _Wake()
+        poke = _Wake()
+        session.wakeup = wake.set
+        self._connections[session] = wake
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader, stream, session, wake, poke)
+                nursery.start_soon(self._writer, stream, session, wake, nursery.cancel_scope)
+                nursery.start_soon(self._timer, session, wake, poke)
+        finally:
+            self._connections.pop(session, None)
+            if not session.ended:
+                session.receive_data(b"", trio.current_time())
+            with trio.CancelScope(shield=True):
+                await _close_quietly(stream)
+            if session.opened or session.vhost is not None or session.end_reason:
+                log.info("connection closed %s (user %r): %s", peer, session.conn.user,
+                         session.end_reason or session.conn.close_reason or "closed")
+            if not self._connections:
+                self._all_closed.set()
+
+    def _guard(self, session: Session, action: Callable[[], Any]) -> None:
+        """Run a session step; a bug closes this connection with 541, never the broker."""
+        try:
+            action()
+        except Exception:
+            log.exception("internal error on connection %s; closing it with 541", session.peer)
+            try:
+                session.close(ConnectionError(INTERNAL_ERROR, "internal error, see the broker log"))
+            except Exception:
+                log.exception("could not close connection %s cleanly", session.peer)
+                session.ended = True
+
+    async def _reader(
+        self, stream: trio.abc.Stream, session: Session, wake: _Wake, poke: _Wake
+    ) -> None:
+        was_open = False
+        while not session.ended and not session.closed:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            deadline = session.next_deadline()
+            self._guard(session, lambda: session.receive_data(data, trio.current_time()))
+            if session.opened and not was_open:
+                was_open = True
+                log.info("connection opened %s (user %r, vhost %r)", session.peer,
+                         session.conn.user, session.conn.virtual_host)
+            wake.set()
+            if session.next_deadline() != deadline:
+                poke.set()
+            if not data:
+                break
+
+    async def _writer(
+        self, stream: trio.abc.Stream, session: Session, wake: _Wake, scope: trio.CancelScope
+    ) -> None:
+        try:
+            while True:
+                await wake.wait()
+                data = session.data_to_send(trio.current_time())
+                if data:
+                    await stream.send_all(data)
+                    self._guard(session, session.sent)
+                if session.closed or session.ended:
+                    data = session.data_to_send(trio.current_time())
+                    if data:
+                        await stream.send_all(data)
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._guard(session, lambda: session.receive_data(b"", trio.current_time()))
+        scope.cancel()
+
+    async def _timer(self, session: Session, wake: _Wake, poke: _Wake) -> None:
+        while not session.closed:
+            deadline = session.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await poke.wait()
+                continue
+            self._guard(session, lambda: session.handle_timer(trio.current_time()))
+            wake.set()
+
+    async def shutdown(self) -> None:
+        """Close every connection with 320 CONNECTION_FORCED and wait a grace period."""
+        self.stopping = True
+        for session, wake in list(self._connections.items()):
+            self._guard(session, session.shutdown)
+            wake.set()
+        if self._connections:
+            with trio.move_on_after(self.shutdown_grace):
+                await self._all_closed.wait()
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]  # type: ignore[attr-defined]
+        return f"{host}:{port}"
+    except (AttributeError, OSError):
+        return "?"
+
+
+async def _close_quietly(stream: trio.abc.Stream) -> None:
+    try:
+        await stream.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
