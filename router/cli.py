@@ -20,8 +20,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=None, help="settings file (YAML)")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="AMQP port (default 5672)")
-    serve.add_argument("--heartbeat", type=int, default=None,
-                       help="heartbeat interval proposed to clients, seconds (default 60)")
+    serve.add_argument(
+        "--heartbeat",
+        type=int,
+        default=None,
+        help="heartbeat interval proposed to clients, seconds (default 60)",
+    )
     serve.add_argument("--log-level", default=None, help="debug, info, warning (default info)")
 
     bench = sub.add_parser("bench", help="measure end-to-end throughput")
@@ -36,9 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         try:
-            settings = load_settings(args.config, {
-                "host": args.host, "port": args.port, "heartbeat": args.heartbeat,
-                "log_level": args.log_level})
+            settings = load_settings(
+                args.config,
+                {
+                    "host": args.host,
+                    "port": args.port,
+                    "heartbeat": args.heartbeat,
+                    "log_level": args.log_level,
+                },
+            )
         except ConfigError as error:
             print(f"router: {error}", file=sys.stderr)
             return 2
@@ -61,9 +71,15 @@ def serve(settings: Settings) -> int:
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    broker = Broker(BrokerConfig(
-        channel_max=settings.channel_max, frame_max=settings.frame_max,
-        heartbeat=settings.heartbeat, users=settings.users, vhosts=settings.vhosts))
+    broker = Broker(
+        BrokerConfig(
+            channel_max=settings.channel_max,
+            frame_max=settings.frame_max,
+            heartbeat=settings.heartbeat,
+            users=settings.users,
+            vhosts=settings.vhosts,
+        )
+    )
     server = AMQPServer(broker)
 
     async def run() -> None:
@@ -73,13 +89,18 @@ def serve(settings: Settings) -> int:
             except OSError as error:
                 logging.getLogger("router").error(
                     "cannot listen on %s:%d: %s (is another broker running there? pick another "
-                    "port with --port)", settings.host, settings.port, error)
+                    "port with --port)",
+                    settings.host,
+                    settings.port,
+                    error,
+                )
                 raise SystemExit(1) from None
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     logging.getLogger("router").info(
                         "%s received: closing connections (320) and stopping",
-                        signal.Signals(signum).name)
+                        signal.Signals(signum).name,
+                    )
                     break
             await server.shutdown()
             nursery.cancel_scope.cancel()

@@ -30,8 +30,12 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_INTS = {"port": (0, 65535), "channel_max": (1, 65535), "frame_max": (4096, 1 << 31),
-         "heartbeat": (0, 65535)}
+_INTS = {
+    "port": (0, 65535),
+    "channel_max": (1, 65535),
+    "frame_max": (4096, 1 << 31),
+    "heartbeat": (0, 65535),
+}
 _STRS = ("host", "log_level", "data_dir")
 
 
@@ -58,7 +62,8 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(
                     f"{where}: key '{key}': found {value!r}, expected an integer from {low} to "
-                    f"{high}")
+                    f"{high}"
+                )
             changes[key] = value
         elif key in _STRS:
             if not isinstance(value, str):
@@ -70,7 +75,8 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
             ):
                 raise ConfigError(
                     f"{where}: key 'users': expected a mapping of user name to password, "
-                    f"e.g. users: {{guest: guest}}")
+                    f"e.g. users: {{guest: guest}}"
+                )
             changes["users"] = tuple(value.items())
         elif key == "vhosts":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -134,14 +134,24 @@ CLOSING = "closing"  # we sent connection.close, waiting for close-ok
 CLOSED = "closed"
 
 HANDSHAKE_TIMEOUT = 10.0  # RabbitMQ's handshake_timeout
-CLOSE_TIMEOUT = 3.0
+CLOSE_TIMEOUT = 10.0  # how long we wait for close-ok after our connection.close
 
 
 class _Channel:
     """Per-channel wire state: open or closing, and a content being assembled."""
 
-    __slots__ = ("closing", "exchange", "immediate", "mandatory", "parts", "properties",
-                 "received", "routing_key", "size", "stage")
+    __slots__ = (
+        "closing",
+        "exchange",
+        "immediate",
+        "mandatory",
+        "parts",
+        "properties",
+        "received",
+        "routing_key",
+        "size",
+        "stage",
+    )
 
     def __init__(self) -> None:
         self.closing = False
@@ -189,6 +199,9 @@ class ServerConnection:
         self._reader = FrameReader()
         self._out: list[bytes] = []
         self._out_size = 0
+        # connection.close / close-ok go out after everything queued before them was sent
+        self._final = b""
+        self._now = now
         self._channels: dict[int, _Channel] = {}
         self._last_recv = now
         self._last_send = now
@@ -226,9 +239,16 @@ class ServerConnection:
         self.write(method_frame(channel, method))
 
     def data_to_send(self, now: float) -> bytes:
-        """Everything queued since the last call, as one buffer for one write."""
-        if not self._out:
+        """Everything queued since the last call, as one buffer for one write.
+
+        A connection.close or close-ok comes last, after the replies to frames that preceded it.
+        """
+        self._now = now
+        if not self._out and not self._final:
             return b""
+        if self._final:
+            self._out.append(self._final)
+            self._final = b""
         data = b"".join(self._out)
         self._out.clear()
         self._out_size = 0
@@ -251,6 +271,7 @@ class ServerConnection:
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> list[Event]:
+        self._now = now
         if self.state == CLOSED:
             return []
         if self._deadline_close is not None and now >= self._deadline_close:
@@ -259,10 +280,15 @@ class ServerConnection:
             return [self._terminate("handshake timed out")]
         if self.heartbeat and self.state in (OPEN, AWAIT_OPEN, AWAIT_OPEN_ANSWER):
             if now >= self._last_recv + 2 * self.heartbeat:
-                return [self._terminate(
-                    f"missed heartbeats from client, timeout: {self.heartbeat}s")]
-            if now >= self._last_send + self.heartbeat / 2 and not self._out:
-                self.write(HEARTBEAT_FRAME)
+                return [
+                    self._terminate(f"missed heartbeats from client, timeout: {self.heartbeat}s")
+                ]
+            if now >= self._last_send + self.heartbeat / 2:
+                # Output already waiting serves as a heartbeat. Either way the deadline moves
+                # on, or a writer blocked by a client that stopped reading makes the timer spin.
+                if not self._out:
+                    self.write(HEARTBEAT_FRAME)
+                self._last_send = now
         return []
 
     # --- the handshake's answers and closes ----------------------------------------------------
@@ -281,10 +307,10 @@ class ServerConnection:
             return
         reply_text = f"{REPLY_NAMES.get(reply_code, 'ERROR')} - {text}"[:255]
         self.close_reason = reply_text
-        self.send_method(0, ConnectionClose(reply_code, reply_text, class_id, method_id))
+        self._final = method_frame(0, ConnectionClose(reply_code, reply_text, class_id, method_id))
         self.state = CLOSING
         self._deadline_handshake = None
-        self._deadline_close = self._last_recv + CLOSE_TIMEOUT
+        self._deadline_close = self._now + CLOSE_TIMEOUT
 
     def close_with(self, error: AMQPError) -> None:
         self.close(error.reply_code, error.text, error.class_id, error.method_id)
@@ -325,6 +351,7 @@ class ServerConnection:
         if self.state == CLOSED:
             return []
         self._last_recv = now
+        self._now = now
         if not data:
             return [self._terminate("client closed the TCP connection")]
         self._reader.feed(data)
@@ -338,8 +365,9 @@ class ServerConnection:
                 self.write(PROTOCOL_HEADER)
                 events.append(self._terminate(f"bad protocol header {header!r}"))
                 return events
-            self.send_method(0, ConnectionStart(
-                0, 9, self._server_properties, b"PLAIN AMQPLAIN", b"en_US"))
+            self.send_method(
+                0, ConnectionStart(0, 9, self._server_properties, b"PLAIN AMQPLAIN", b"en_US")
+            )
             self.state = AWAIT_START_OK
             self._reader.max_size = self.server_frame_max
         try:
@@ -369,10 +397,12 @@ class ServerConnection:
                     raise ConnectionError(
                         UNEXPECTED_FRAME,
                         f"expected content header for class 60, got non content header frame "
-                        f"instead on channel {channel}")
+                        f"instead on channel {channel}",
+                    )
                 if head == fastpath.PUBLISH_ID:
-                    (state.exchange, state.routing_key, state.mandatory,
-                     state.immediate) = fastpath.decode_publish(payload)
+                    (state.exchange, state.routing_key, state.mandatory, state.immediate) = (
+                        fastpath.decode_publish(payload)
+                    )
                     state.stage = 1
                 elif head == fastpath.ACK_ID:
                     tag, bits = fastpath.decode_tag_bits(payload)
@@ -389,27 +419,35 @@ class ServerConnection:
                         raise ConnectionError(
                             COMMAND_INVALID,
                             f"{method.NAME} is only allowed on channel 0, not {channel}",
-                            method.CLASS_ID, method.METHOD_ID)
+                            method.CLASS_ID,
+                            method.METHOD_ID,
+                        )
                     if isinstance(method, ChannelOpen):
                         raise ConnectionError(
-                            CHANNEL_ERROR, f"second 'channel.open' seen on channel {channel}",
-                            20, 10)
+                            CHANNEL_ERROR,
+                            f"second 'channel.open' seen on channel {channel}",
+                            20,
+                            10,
+                        )
                     events.append(MethodReceived(channel, method))
             elif frame_type == FRAME_HEADER:
                 state = channels.get(channel)
                 if state is None or state.closing:
                     if state is None:
                         raise ConnectionError(
-                            CHANNEL_ERROR, f"content header on channel {channel}, which is not open")
+                            CHANNEL_ERROR, f"content header on channel {channel}, which is not open"
+                        )
                     continue
                 if state.stage != 1:
                     raise ConnectionError(
                         UNEXPECTED_FRAME,
-                        f"content header on channel {channel} without a content method before it")
+                        f"content header on channel {channel} without a content method before it",
+                    )
                 class_id, size, properties = decode_content_header(payload)
-                if class_id != 60:
+                if class_id != 60:  # RabbitMQ's rabbit_command_assembler answers 505
                     raise ConnectionError(
-                        FRAME_ERROR, f"content header for class {class_id}, expected 60")
+                        UNEXPECTED_FRAME, f"content header for class {class_id}, expected 60"
+                    )
                 state.properties = properties
                 if size == 0:
                     state.stage = 0
@@ -423,12 +461,14 @@ class ServerConnection:
                 if state is None or state.closing:
                     if state is None:
                         raise ConnectionError(
-                            CHANNEL_ERROR, f"content body on channel {channel}, which is not open")
+                            CHANNEL_ERROR, f"content body on channel {channel}, which is not open"
+                        )
                     continue
                 if state.stage != 2:
                     raise ConnectionError(
                         UNEXPECTED_FRAME,
-                        f"content body on channel {channel} without a content header before it")
+                        f"content body on channel {channel} without a content header before it",
+                    )
                 state.received += len(payload)
                 if state.received == state.size and not state.parts:
                     state.stage = 0
@@ -445,22 +485,37 @@ class ServerConnection:
                     raise ConnectionError(
                         FRAME_ERROR,
                         f"content body on channel {channel} is larger than the {state.size} bytes "
-                        f"its header announced")
+                        f"its header announced",
+                    )
             elif frame_type == FRAME_HEARTBEAT:
                 if channel != 0:
                     raise ConnectionError(
-                        FRAME_ERROR, f"heartbeat frame on channel {channel}, must be channel 0")
+                        FRAME_ERROR, f"heartbeat frame on channel {channel}, must be channel 0"
+                    )
             else:
                 raise ConnectionError(FRAME_ERROR, f"unknown frame type {frame_type}")
 
-    def _emit_publish(self, channel: int, state: _Channel, body: bytes, events: list[Event]) -> None:
+    def _emit_publish(
+        self, channel: int, state: _Channel, body: bytes, events: list[Event]
+    ) -> None:
         try:
             delivery_mode, priority, expiration = scan(state.properties)
         except FrameError as error:
             raise ConnectionError(error.reply_code, error.text, 60, 40)
-        events.append(Publish(channel, state.exchange, state.routing_key, state.mandatory,
-                              state.immediate, state.properties, body, delivery_mode, priority,
-                              expiration))
+        events.append(
+            Publish(
+                channel,
+                state.exchange,
+                state.routing_key,
+                state.mandatory,
+                state.immediate,
+                state.properties,
+                body,
+                delivery_mode,
+                priority,
+                expiration,
+            )
+        )
 
     def _method_on_unopened(
         self, channel: int, state: _Channel | None, payload: bytes, events: list[Event]
@@ -475,23 +530,34 @@ class ServerConnection:
             return
         if isinstance(method, ChannelOpen):
             if self.state != OPEN:
-                raise ConnectionError(COMMAND_INVALID, "channel.open before connection.open-ok",
-                                      20, 10)
-            if channel > self.channel_max:
                 raise ConnectionError(
-                    CHANNEL_ERROR,
-                    f"channel number {channel} is above the negotiated channel_max "
-                    f"{self.channel_max}", 20, 10)
+                    COMMAND_INVALID, "channel.open before connection.open-ok", 20, 10
+                )
+            if len(self._channels) >= self.channel_max:
+                # RabbitMQ 3.10 limits how many channels are open, not the channel number
+                raise ConnectionError(
+                    NOT_ALLOWED,
+                    f"number of channels opened ({len(self._channels)}) has reached the "
+                    f"negotiated channel_max ({self.channel_max})",
+                    20,
+                    10,
+                )
             self._channels[channel] = _Channel()
             events.append(MethodReceived(channel, method))
             return
         if method.CLASS_ID == 10:
             raise ConnectionError(
-                COMMAND_INVALID, f"{method.NAME} is only allowed on channel 0, not {channel}",
-                method.CLASS_ID, method.METHOD_ID)
+                COMMAND_INVALID,
+                f"{method.NAME} is only allowed on channel 0, not {channel}",
+                method.CLASS_ID,
+                method.METHOD_ID,
+            )
         raise ConnectionError(
-            CHANNEL_ERROR, f"expected 'channel.open' on channel {channel}, got '{method.NAME}'",
-            method.CLASS_ID, method.METHOD_ID)
+            CHANNEL_ERROR,
+            f"expected 'channel.open' on channel {channel}, got '{method.NAME}'",
+            method.CLASS_ID,
+            method.METHOD_ID,
+        )
 
     def _while_closing(
         self, frame_type: int, channel: int, payload: bytes, events: list[Event]
@@ -506,22 +572,26 @@ class ServerConnection:
         if isinstance(method, ConnectionCloseOk):
             events.append(self._terminate(self.close_reason))
         elif isinstance(method, ConnectionClose):
-            self.send_method(0, ConnectionCloseOk())
+            self._final += method_frame(0, ConnectionCloseOk())
             events.append(self._terminate(self.close_reason))
 
     def _connection_method(self, payload: bytes, events: list[Event]) -> None:
         method = decode_method(payload)
         state = self.state
         if isinstance(method, ConnectionClose):
-            self.send_method(0, ConnectionCloseOk())
+            self._final = method_frame(0, ConnectionCloseOk())
             self.close_reason = f"client closed: {method.reply_code} {method.reply_text}".strip()
             events.append(CloseReceived(method.reply_code, method.reply_text))
             events.append(self._terminate(self.close_reason))
             return
         if method.CLASS_ID != 10:
             raise ConnectionError(
-                COMMAND_INVALID, f"{method.NAME} is not allowed on channel 0",
-                method.CLASS_ID, method.METHOD_ID)
+                CHANNEL_ERROR,
+                f"unexpected method in connection state running: {method.NAME} is not allowed "
+                f"on channel 0",
+                method.CLASS_ID,
+                method.METHOD_ID,
+            )
         if state == AWAIT_START_OK and isinstance(method, ConnectionStartOk):
             self._start_ok(method)
         elif state == AWAIT_TUNE_OK and isinstance(method, ConnectionTuneOk):
@@ -537,11 +607,15 @@ class ServerConnection:
             pass  # connection.blocked / unblocked from a client: nothing for a server to do
         else:
             expected = {
-                AWAIT_START_OK: "connection.start-ok", AWAIT_TUNE_OK: "connection.tune-ok",
+                AWAIT_START_OK: "connection.start-ok",
+                AWAIT_TUNE_OK: "connection.tune-ok",
                 AWAIT_OPEN: "connection.open",
             }.get(state)
-            text = (f"expected '{expected}', got '{method.NAME}'" if expected
-                    else f"'{method.NAME}' is not allowed now")
+            text = (
+                f"expected '{expected}', got '{method.NAME}'"
+                if expected
+                else f"'{method.NAME}' is not allowed now"
+            )
             raise ConnectionError(COMMAND_INVALID, text, method.CLASS_ID, method.METHOD_ID)
 
     def _start_ok(self, method: ConnectionStartOk) -> None:
@@ -552,34 +626,46 @@ class ServerConnection:
             raise ConnectionError(
                 ACCESS_REFUSED,
                 f"unsupported authentication mechanism '{method.mechanism}'; this broker offers "
-                f"PLAIN and AMQPLAIN", 10, 11)
+                f"PLAIN and AMQPLAIN",
+                10,
+                11,
+            )
         user, password = credentials
         if not self._authenticate(user, password):
             raise ConnectionError(
                 ACCESS_REFUSED,
                 f"Login was refused using authentication mechanism {method.mechanism}. "
-                f"For details see the broker logfile.", 10, 11)
+                f"For details see the broker logfile.",
+            )
         self.user = user
-        self.send_method(0, ConnectionTune(
-            self.server_channel_max, self.server_frame_max, self.server_heartbeat))
+        self.send_method(
+            0, ConnectionTune(self.server_channel_max, self.server_frame_max, self.server_heartbeat)
+        )
         self.state = AWAIT_TUNE_OK
 
     def _tune_ok(self, method: ConnectionTuneOk) -> None:
         frame_max = method.frame_max or self.server_frame_max
         if frame_max < FRAME_MIN_SIZE:
             raise ConnectionError(
-                NOT_ALLOWED, f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size", 10, 31)
+                NOT_ALLOWED, f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size", 10, 31
+            )
         if frame_max > self.server_frame_max:
             raise ConnectionError(
                 NOT_ALLOWED,
                 f"negotiated frame_max = {frame_max} is higher than the maximum allowed value "
-                f"({self.server_frame_max})", 10, 31)
+                f"({self.server_frame_max})",
+                10,
+                31,
+            )
         channel_max = method.channel_max or self.server_channel_max
         if channel_max > self.server_channel_max:
             raise ConnectionError(
                 NOT_ALLOWED,
                 f"negotiated channel_max = {channel_max} is higher than the maximum allowed value "
-                f"({self.server_channel_max})", 10, 31)
+                f"({self.server_channel_max})",
+                10,
+                31,
+            )
         self.frame_max = frame_max
         self.channel_max = channel_max
         self.heartbeat = method.heartbeat

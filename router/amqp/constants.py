@@ -67,6 +67,17 @@ REPLY_NAMES: Final = {
 
 # Reply codes that are connection exceptions when raised (AMQP 0-9-1 §1.9); the rest close a channel.
 CONNECTION_EXCEPTIONS: Final = frozenset(
-    {CONNECTION_FORCED, INVALID_PATH, FRAME_ERROR, SYNTAX_ERROR, COMMAND_INVALID, CHANNEL_ERROR,
-     UNEXPECTED_FRAME, RESOURCE_ERROR, NOT_ALLOWED, NOT_IMPLEMENTED, INTERNAL_ERROR}
+    {
+        CONNECTION_FORCED,
+        INVALID_PATH,
+        FRAME_ERROR,
+        SYNTAX_ERROR,
+        COMMAND_INVALID,
+        CHANNEL_ERROR,
+        UNEXPECTED_FRAME,
+        RESOURCE_ERROR,
+        NOT_ALLOWED,
+        NOT_IMPLEMENTED,
+        INTERNAL_ERROR,
+    }
 )

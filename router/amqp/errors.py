@@ -32,7 +32,7 @@ class ChannelError(AMQPError):
     """A soft error: closes the channel it happened on, the connection lives on."""
 
 
-class ConnectionError(AMQPError):  # noqa: A001 - the spec's name for it
+class ConnectionError(AMQPError):
     """A hard error: closes the whole connection."""
 
 

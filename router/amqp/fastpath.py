@@ -48,7 +48,8 @@ def decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:
 def decode_tag_bits(payload: bytes) -> tuple[int, int]:
     """(delivery_tag, bits) of a basic.ack / nack / reject payload."""
     try:
-        return _TAG_BIT.unpack_from(payload, 4)  # type: ignore[return-value]
+        tag, bits = _TAG_BIT.unpack_from(payload, 4)
+        return tag, bits
     except struct.error:
         raise FrameError(SYNTAX_ERROR, "acknowledgement frame is shorter than its arguments")
 

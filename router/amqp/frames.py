@@ -60,8 +60,11 @@ def content_frames(
     channel: int, class_id: int, raw_properties: bytes, body: bytes, frame_max: int
 ) -> list[bytes]:
     """Header frame and body frames of one content."""
-    out = [encode_frame(FRAME_HEADER, channel, encode_content_header(class_id, len(body),
-                                                                     raw_properties))]
+    out = [
+        encode_frame(
+            FRAME_HEADER, channel, encode_content_header(class_id, len(body), raw_properties)
+        )
+    ]
     body_frames(channel, body, frame_max, out)
     return out
 

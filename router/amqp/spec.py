@@ -52,7 +52,12 @@ METHODS_BY_NAME: dict[str, type[Method]] = {}
 
 
 def amqp_method(
-    class_id: int, method_id: int, name: str, fields: str = "", *, content: bool = False,
+    class_id: int,
+    method_id: int,
+    name: str,
+    fields: str = "",
+    *,
+    content: bool = False,
     sync: bool = False,
 ) -> Callable[[M], M]:
     """Register a method class with its ids and wire layout."""
@@ -81,9 +86,13 @@ def _table() -> FieldTable:
 # --- connection (10) ---------------------------------------------------------------------------
 
 
-@amqp_method(10, 10, "connection.start",
-             "version_major:octet version_minor:octet server_properties:table mechanisms:longstr locales:longstr",
-             sync=True)
+@amqp_method(
+    10,
+    10,
+    "connection.start",
+    "version_major:octet version_minor:octet server_properties:table mechanisms:longstr locales:longstr",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class ConnectionStart(Method):
     version_major: int = 0
@@ -93,8 +102,12 @@ class ConnectionStart(Method):
     locales: bytes = b"en_US"
 
 
-@amqp_method(10, 11, "connection.start-ok",
-             "client_properties:table mechanism:shortstr response:longstr locale:shortstr")
+@amqp_method(
+    10,
+    11,
+    "connection.start-ok",
+    "client_properties:table mechanism:shortstr response:longstr locale:shortstr",
+)
 @dataclass(frozen=True, slots=True)
 class ConnectionStartOk(Method):
     client_properties: FieldTable = field(default_factory=_table)
@@ -115,7 +128,9 @@ class ConnectionSecureOk(Method):
     response: bytes = b""
 
 
-@amqp_method(10, 30, "connection.tune", "channel_max:short frame_max:long heartbeat:short", sync=True)
+@amqp_method(
+    10, 30, "connection.tune", "channel_max:short frame_max:long heartbeat:short", sync=True
+)
 @dataclass(frozen=True, slots=True)
 class ConnectionTune(Method):
     channel_max: int = 0
@@ -131,8 +146,9 @@ class ConnectionTuneOk(Method):
     heartbeat: int = 0
 
 
-@amqp_method(10, 40, "connection.open", "virtual_host:shortstr capabilities:shortstr insist:bit",
-             sync=True)
+@amqp_method(
+    10, 40, "connection.open", "virtual_host:shortstr capabilities:shortstr insist:bit", sync=True
+)
 @dataclass(frozen=True, slots=True)
 class ConnectionOpen(Method):
     virtual_host: str = "/"
@@ -146,8 +162,13 @@ class ConnectionOpenOk(Method):
     known_hosts: str = ""
 
 
-@amqp_method(10, 50, "connection.close",
-             "reply_code:short reply_text:shortstr class_id:short method_id:short", sync=True)
+@amqp_method(
+    10,
+    50,
+    "connection.close",
+    "reply_code:short reply_text:shortstr class_id:short method_id:short",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class ConnectionClose(Method):
     reply_code: int = 200
@@ -214,8 +235,13 @@ class ChannelFlowOk(Method):
     active: bool = True
 
 
-@amqp_method(20, 40, "channel.close",
-             "reply_code:short reply_text:shortstr class_id:short method_id:short", sync=True)
+@amqp_method(
+    20,
+    40,
+    "channel.close",
+    "reply_code:short reply_text:shortstr class_id:short method_id:short",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class ChannelClose(Method):
     reply_code: int = 200
@@ -233,9 +259,14 @@ class ChannelCloseOk(Method):
 # --- exchange (40) -----------------------------------------------------------------------------
 
 
-@amqp_method(40, 10, "exchange.declare",
-             "ticket:short exchange:shortstr type:shortstr passive:bit durable:bit auto_delete:bit "
-             "internal:bit nowait:bit arguments:table", sync=True)
+@amqp_method(
+    40,
+    10,
+    "exchange.declare",
+    "ticket:short exchange:shortstr type:shortstr passive:bit durable:bit auto_delete:bit "
+    "internal:bit nowait:bit arguments:table",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class ExchangeDeclare(Method):
     ticket: int = 0
@@ -255,8 +286,9 @@ class ExchangeDeclareOk(Method):
     pass
 
 
-@amqp_method(40, 20, "exchange.delete", "ticket:short exchange:shortstr if_unused:bit nowait:bit",
-             sync=True)
+@amqp_method(
+    40, 20, "exchange.delete", "ticket:short exchange:shortstr if_unused:bit nowait:bit", sync=True
+)
 @dataclass(frozen=True, slots=True)
 class ExchangeDelete(Method):
     ticket: int = 0
@@ -271,9 +303,14 @@ class ExchangeDeleteOk(Method):
     pass
 
 
-@amqp_method(40, 30, "exchange.bind",
-             "ticket:short destination:shortstr source:shortstr routing_key:shortstr nowait:bit "
-             "arguments:table", sync=True)
+@amqp_method(
+    40,
+    30,
+    "exchange.bind",
+    "ticket:short destination:shortstr source:shortstr routing_key:shortstr nowait:bit "
+    "arguments:table",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class ExchangeBind(Method):
     ticket: int = 0
@@ -290,9 +327,14 @@ class ExchangeBindOk(Method):
     pass
 
 
-@amqp_method(40, 40, "exchange.unbind",
-             "ticket:short destination:shortstr source:shortstr routing_key:shortstr nowait:bit "
-             "arguments:table", sync=True)
+@amqp_method(
+    40,
+    40,
+    "exchange.unbind",
+    "ticket:short destination:shortstr source:shortstr routing_key:shortstr nowait:bit "
+    "arguments:table",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class ExchangeUnbind(Method):
     ticket: int = 0
@@ -312,9 +354,14 @@ class ExchangeUnbindOk(Method):
 # --- queue (50) --------------------------------------------------------------------------------
 
 
-@amqp_method(50, 10, "queue.declare",
-             "ticket:short queue:shortstr passive:bit durable:bit exclusive:bit auto_delete:bit "
-             "nowait:bit arguments:table", sync=True)
+@amqp_method(
+    50,
+    10,
+    "queue.declare",
+    "ticket:short queue:shortstr passive:bit durable:bit exclusive:bit auto_delete:bit "
+    "nowait:bit arguments:table",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class QueueDeclare(Method):
     ticket: int = 0
@@ -335,9 +382,13 @@ class QueueDeclareOk(Method):
     consumer_count: int = 0
 
 
-@amqp_method(50, 20, "queue.bind",
-             "ticket:short queue:shortstr exchange:shortstr routing_key:shortstr nowait:bit "
-             "arguments:table", sync=True)
+@amqp_method(
+    50,
+    20,
+    "queue.bind",
+    "ticket:short queue:shortstr exchange:shortstr routing_key:shortstr nowait:bit arguments:table",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class QueueBind(Method):
     ticket: int = 0
@@ -368,8 +419,13 @@ class QueuePurgeOk(Method):
     message_count: int = 0
 
 
-@amqp_method(50, 40, "queue.delete",
-             "ticket:short queue:shortstr if_unused:bit if_empty:bit nowait:bit", sync=True)
+@amqp_method(
+    50,
+    40,
+    "queue.delete",
+    "ticket:short queue:shortstr if_unused:bit if_empty:bit nowait:bit",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class QueueDelete(Method):
     ticket: int = 0
@@ -385,9 +441,13 @@ class QueueDeleteOk(Method):
     message_count: int = 0
 
 
-@amqp_method(50, 50, "queue.unbind",
-             "ticket:short queue:shortstr exchange:shortstr routing_key:shortstr arguments:table",
-             sync=True)
+@amqp_method(
+    50,
+    50,
+    "queue.unbind",
+    "ticket:short queue:shortstr exchange:shortstr routing_key:shortstr arguments:table",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class QueueUnbind(Method):
     ticket: int = 0
@@ -420,9 +480,14 @@ class BasicQosOk(Method):
     pass
 
 
-@amqp_method(60, 20, "basic.consume",
-             "ticket:short queue:shortstr consumer_tag:shortstr no_local:bit no_ack:bit "
-             "exclusive:bit nowait:bit arguments:table", sync=True)
+@amqp_method(
+    60,
+    20,
+    "basic.consume",
+    "ticket:short queue:shortstr consumer_tag:shortstr no_local:bit no_ack:bit "
+    "exclusive:bit nowait:bit arguments:table",
+    sync=True,
+)
 @dataclass(frozen=True, slots=True)
 class BasicConsume(Method):
     ticket: int = 0
@@ -454,9 +519,13 @@ class BasicCancelOk(Method):
     consumer_tag: str = ""
 
 
-@amqp_method(60, 40, "basic.publish",
-             "ticket:short exchange:shortstr routing_key:shortstr mandatory:bit immediate:bit",
-             content=True)
+@amqp_method(
+    60,
+    40,
+    "basic.publish",
+    "ticket:short exchange:shortstr routing_key:shortstr mandatory:bit immediate:bit",
+    content=True,
+)
 @dataclass(frozen=True, slots=True)
 class BasicPublish(Method):
     ticket: int = 0
@@ -466,9 +535,13 @@ class BasicPublish(Method):
     immediate: bool = False
 
 
-@amqp_method(60, 50, "basic.return",
-             "reply_code:short reply_text:shortstr exchange:shortstr routing_key:shortstr",
-             content=True)
+@amqp_method(
+    60,
+    50,
+    "basic.return",
+    "reply_code:short reply_text:shortstr exchange:shortstr routing_key:shortstr",
+    content=True,
+)
 @dataclass(frozen=True, slots=True)
 class BasicReturn(Method):
     reply_code: int = 0
@@ -477,9 +550,14 @@ class BasicReturn(Method):
     routing_key: str = ""
 
 
-@amqp_method(60, 60, "basic.deliver",
-             "consumer_tag:shortstr delivery_tag:longlong redelivered:bit exchange:shortstr "
-             "routing_key:shortstr", content=True)
+@amqp_method(
+    60,
+    60,
+    "basic.deliver",
+    "consumer_tag:shortstr delivery_tag:longlong redelivered:bit exchange:shortstr "
+    "routing_key:shortstr",
+    content=True,
+)
 @dataclass(frozen=True, slots=True)
 class BasicDeliver(Method):
     consumer_tag: str = ""
@@ -497,9 +575,14 @@ class BasicGet(Method):
     no_ack: bool = False
 
 
-@amqp_method(60, 71, "basic.get-ok",
-             "delivery_tag:longlong redelivered:bit exchange:shortstr routing_key:shortstr "
-             "message_count:long", content=True)
+@amqp_method(
+    60,
+    71,
+    "basic.get-ok",
+    "delivery_tag:longlong redelivered:bit exchange:shortstr routing_key:shortstr "
+    "message_count:long",
+    content=True,
+)
 @dataclass(frozen=True, slots=True)
 class BasicGetOk(Method):
     delivery_tag: int = 0
@@ -668,8 +751,11 @@ def decode_method(payload: bytes) -> Method:
     if cls is None:
         if any(c == class_id for c, _ in METHODS):
             raise ConnectionError(
-                COMMAND_INVALID, f"unknown method {method_id} in class {class_id}", class_id,
-                method_id)
+                COMMAND_INVALID,
+                f"unknown method {method_id} in class {class_id}",
+                class_id,
+                method_id,
+            )
         raise ConnectionError(NOT_IMPLEMENTED, f"unknown class {class_id}", class_id, method_id)
     offset = 4
     values: list[Any] = []

@@ -192,6 +192,9 @@ def decode_value(buf: bytes, offset: int) -> tuple[str, Any, int]:
             return tag, None, offset
     except (struct.error, IndexError):
         raise FrameError(SYNTAX_ERROR, "field table value runs past the end of its frame")
+    except RecursionError:
+        # a hostile client can nest ~25k arrays in one frame; refuse it as bad syntax
+        raise FrameError(SYNTAX_ERROR, "field table nested too deeply") from None
     raise FrameError(SYNTAX_ERROR, f"unknown field table value type {tag!r}")
 
 
@@ -286,7 +289,7 @@ def encode_value(tag: str, value: Any, out: list[bytes]) -> None:
     elif tag == "T":
         if isinstance(value, datetime.datetime):
             if value.tzinfo is None:
-                value = value.replace(tzinfo=datetime.timezone.utc)
+                value = value.replace(tzinfo=datetime.UTC)
             value = int(value.timestamp())
         out.append(_U64.pack(value))
     elif tag == "V":
@@ -297,7 +300,7 @@ def encode_value(tag: str, value: Any, out: list[bytes]) -> None:
 
 def _encode_decimal(value: Any) -> bytes:
     dec = decimal.Decimal(value)
-    sign, digits, exponent = dec.as_tuple()
+    exponent = dec.as_tuple().exponent
     scale = -int(exponent) if isinstance(exponent, int) and exponent < 0 else 0
     raw = int(dec.scaleb(scale))
     return _DEC.pack(scale, raw & 0xFFFFFFFF)

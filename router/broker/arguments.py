@@ -11,22 +11,49 @@ from typing import Any
 
 from router.amqp.constants import PRECONDITION_FAILED
 from router.amqp.errors import ChannelError
-from router.amqp.tables import FieldTable, type_class
+from router.amqp.tables import INT_TAGS, FieldTable, type_class
 
 # The queue arguments RabbitMQ 3.10 checks for equivalence on redeclare.
 QUEUE_EQUIVALENCE_ARGS = (
-    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
-    "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
-    "x-max-priority", "x-overflow", "x-queue-mode", "x-queue-type", "x-single-active-consumer",
-    "x-delivery-limit", "x-queue-version", "x-retry-backoff",
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+    "x-queue-version",
+    "x-retry-backoff",
 )
 
 # RabbitMQ's names for field types, as its error messages print them.
 TYPE_NAMES = {
-    "S": "longstr", "I": "signedint", "l": "long", "t": "bool", "b": "byte", "s": "short",
-    "U": "short", "d": "double", "f": "float", "D": "decimal", "T": "timestamp", "F": "table",
-    "A": "array", "V": "void", "x": "binary", "B": "unsignedbyte", "u": "unsignedshort",
-    "i": "unsignedint", "L": "unsignedlong",
+    "S": "longstr",
+    "I": "signedint",
+    "l": "long",
+    "t": "bool",
+    "b": "byte",
+    "s": "short",
+    "U": "short",
+    "d": "double",
+    "f": "float",
+    "D": "decimal",
+    "T": "timestamp",
+    "F": "table",
+    "A": "array",
+    "V": "void",
+    "x": "binary",
+    "B": "unsignedbyte",
+    "u": "unsignedshort",
+    "i": "unsignedint",
+    "L": "unsignedlong",
 }
 
 
@@ -44,7 +71,9 @@ def flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def inequivalent(arg: str, kind: str, name: str, vhost: str, received: str, current: str) -> ChannelError:
+def inequivalent(
+    arg: str, kind: str, name: str, vhost: str, received: str, current: str
+) -> ChannelError:
     return ChannelError(
         PRECONDITION_FAILED,
         f"inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}': "
@@ -52,10 +81,22 @@ def inequivalent(arg: str, kind: str, name: str, vhost: str, received: str, curr
     )
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def check_equivalent(
     current: FieldTable, new: FieldTable, keys: tuple[str, ...], kind: str, name: str, vhost: str
 ) -> None:
-    """Raise 406 naming the first argument among ``keys`` that differs, with both values."""
+    """Raise 406 naming the first argument among ``keys`` that differs, with both values.
+
+    RabbitMQ's texts: ``received '2000' but current is '1000'`` when both declare the argument,
+    ``received the value '5' of type 'long' but current is none`` when one side lacks it.
+    """
     for key in keys:
         has_old = key in current
         has_new = key in new
@@ -64,12 +105,102 @@ def check_equivalent(
         if has_old and has_new:
             old_tag, old_value = current.typed(key)
             new_tag, new_value = new.typed(key)
-            if type_class(old_tag) == type_class(new_tag) and old_value == new_value and (
-                isinstance(old_value, bool) == isinstance(new_value, bool)
+            if (
+                type_class(old_tag) == type_class(new_tag)
+                and old_value == new_value
+                and isinstance(old_value, bool) == isinstance(new_value, bool)
             ):
                 continue
-            raise inequivalent(key, kind, name, vhost, _describe(new_tag, new_value),
-                               _describe(old_tag, old_value))
+            raise inequivalent(
+                key, kind, name, vhost, f"'{_shown(new_value)}'", f"'{_shown(old_value)}'"
+            )
         if has_new:
             raise inequivalent(key, kind, name, vhost, _describe(*new.typed(key)), "none")
         raise inequivalent(key, kind, name, vhost, "none", _describe(*current.typed(key)))
+
+
+# --- validation of queue arguments (rabbit_amqqueue:declare_args/0 in RabbitMQ 3.10) ------------
+
+_MAX_PRIORITY = 255
+
+
+def _invalid(key: str, name: str, vhost: str, reason: str) -> ChannelError:
+    return ChannelError(
+        PRECONDITION_FAILED, f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {reason}"
+    )
+
+
+def _integer(key: str, tag: str, value: Any, name: str, vhost: str) -> int:
+    if tag not in INT_TAGS or isinstance(value, bool):
+        raise _invalid(key, name, vhost, f'"expected integer, got {TYPE_NAMES.get(tag, tag)}"')
+    return int(value)
+
+
+def _non_negative(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    number = _integer(key, tag, value, name, vhost)
+    if number < 0:
+        raise _invalid(key, name, vhost, f"{{value_negative,{number}}}")
+
+
+def _positive(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    number = _integer(key, tag, value, name, vhost)
+    if number < 0:
+        raise _invalid(key, name, vhost, f"{{value_negative,{number}}}")
+    if number == 0:
+        raise _invalid(key, name, vhost, "{value_zero,0}")
+
+
+def _priority(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    _non_negative(key, tag, value, name, vhost)
+    if value > _MAX_PRIORITY:
+        raise _invalid(key, name, vhost, f"{{max_value_exceeded,{value}}}")
+
+
+def _string(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    if tag not in ("S", "x"):
+        raise ChannelError(
+            PRECONDITION_FAILED,
+            f"invalid type '{TYPE_NAMES.get(tag, tag)}' for arg '{key}' in queue '{name}' in "
+            f"vhost '{vhost}'",
+        )
+
+
+def _choice(*allowed: str, reason: str) -> Any:
+    def check(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if tag not in ("S", "x") or text not in allowed:
+            raise _invalid(key, name, vhost, reason)
+
+    return check
+
+
+def _boolean(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    if tag != "t":
+        raise _invalid(key, name, vhost, f"{{unacceptable_type,{TYPE_NAMES.get(tag, tag)}}}")
+
+
+QUEUE_ARGUMENT_CHECKS = {
+    "x-expires": _positive,
+    "x-message-ttl": _non_negative,
+    "x-dead-letter-exchange": _string,
+    "x-dead-letter-routing-key": _string,
+    "x-max-length": _non_negative,
+    "x-max-length-bytes": _non_negative,
+    "x-max-in-memory-length": _non_negative,
+    "x-max-in-memory-bytes": _non_negative,
+    "x-max-priority": _priority,
+    "x-overflow": _choice(
+        "drop-head", "reject-publish", "reject-publish-dlx", reason="invalid_overflow"
+    ),
+    "x-queue-mode": _choice("default", "lazy", reason="invalid_queue_mode"),
+    "x-delivery-limit": _non_negative,
+    "x-single-active-consumer": _boolean,
+}
+
+
+def validate_queue_arguments(arguments: FieldTable, name: str, vhost: str) -> None:
+    """Raise 406 with RabbitMQ's text for the first known argument with an invalid value."""
+    for key, check in QUEUE_ARGUMENT_CHECKS.items():
+        if key in arguments:
+            tag, value = arguments.typed(key)
+            check(key, tag, value, name, vhost)

@@ -69,15 +69,17 @@ class Broker:
 
     def server_properties(self) -> FieldTable:
         capabilities = FieldTable({name: True for name in CAPABILITIES})
-        return FieldTable({
-            "capabilities": capabilities,
-            "cluster_name": self.config.cluster_name,
-            "copyright": "Copyright (c) the router authors",
-            "information": "Licensed under the Apache License 2.0",
-            "platform": f"Python {platform.python_version()} / trio",
-            "product": "router",
-            "version": __version__,
-        })
+        return FieldTable(
+            {
+                "capabilities": capabilities,
+                "cluster_name": self.config.cluster_name,
+                "copyright": "Copyright (c) the router authors",
+                "information": "Licensed under the Apache License 2.0",
+                "platform": f"Python {platform.python_version()} / trio",
+                "product": "router",
+                "version": __version__,
+            }
+        )
 
     def next_session_id(self) -> int:
         self._session_ids += 1

@@ -26,8 +26,17 @@ Unacked = tuple[QueuedMessage, Queue, "Consumer | None"]
 class Consumer:
     """A basic.consume subscription of a channel to a queue."""
 
-    __slots__ = ("channel", "exclusive", "no_ack", "prefetch", "priority", "queue", "tag",
-                 "tag_raw", "unacked")
+    __slots__ = (
+        "channel",
+        "exclusive",
+        "no_ack",
+        "prefetch",
+        "priority",
+        "queue",
+        "tag",
+        "tag_raw",
+        "unacked",
+    )
 
     def __init__(
         self,
@@ -86,7 +95,8 @@ class Channel:
         self.nacked: list[int] = []
         self.tx = False
         self.tx_publishes: list[object] = []
-        self.tx_acks: list[tuple[str, int, bool, bool]] = []
+        # settlements made in the open transaction: (requeue or None for ack, [(tag, record)])
+        self.tx_acks: list[tuple[bool | None, list[tuple[int, Unacked]]]] = []
         self.last_queue = ""
         self.closed = False
 
@@ -99,10 +109,10 @@ class Channel:
         session = self.session
         number = self.number
         session.write(
-            fastpath.deliver_frame(number, consumer.tag_raw, tag, entry.redelivered,
-                                   message.exchange_rk)
-            + fastpath.content_tail(number, message.header_payload, message.body,
-                                    session.frame_max)
+            fastpath.deliver_frame(
+                number, consumer.tag_raw, tag, entry.redelivered, message.exchange_rk
+            )
+            + fastpath.content_tail(number, message.header_payload, message.body, session.frame_max)
         )
         if not consumer.no_ack:
             self.unacked[tag] = (entry, queue, consumer)
@@ -121,10 +131,10 @@ class Channel:
         self.next_tag = tag + 1
         message = entry.message
         session.write(
-            fastpath.get_ok_frame(number, tag, entry.redelivered, message.exchange_rk,
-                                  queue.message_count)
-            + fastpath.content_tail(number, message.header_payload, message.body,
-                                    session.frame_max)
+            fastpath.get_ok_frame(
+                number, tag, entry.redelivered, message.exchange_rk, queue.message_count
+            )
+            + fastpath.content_tail(number, message.header_payload, message.body, session.frame_max)
         )
         if not no_ack:
             self.unacked[tag] = (entry, queue, None)
@@ -166,8 +176,7 @@ class Channel:
 
     def ack(self, delivery_tag: int, multiple: bool) -> None:
         if self.tx:
-            self._check_tag(delivery_tag, multiple)
-            self.tx_acks.append(("ack", delivery_tag, multiple, False))
+            self.tx_acks.append((None, self._take_tagged(delivery_tag, multiple)))
             return
         records = self._take(delivery_tag, multiple)
         self._release(records)
@@ -177,17 +186,26 @@ class Channel:
 
     def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
         if self.tx:
-            self._check_tag(delivery_tag, multiple)
-            self.tx_acks.append(("nack", delivery_tag, multiple, requeue))
+            self.tx_acks.append((requeue, self._take_tagged(delivery_tag, multiple)))
             return
         records = self._take(delivery_tag, multiple)
         self._release(records)
         self._settle(records, requeue)
         self._resume(records)
 
-    def _check_tag(self, delivery_tag: int, multiple: bool) -> None:
-        if (delivery_tag or not multiple) and delivery_tag not in self.unacked:
-            raise self._unknown_tag(delivery_tag)
+    def _take_tagged(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Unacked]]:
+        """Like ``_take`` but keeping the tags, so a tx.rollback can put them back."""
+        if multiple and delivery_tag == 0:
+            tags = list(self.unacked)
+        elif multiple:
+            if delivery_tag not in self.unacked:
+                raise self._unknown_tag(delivery_tag)
+            tags = [tag for tag in self.unacked if tag <= delivery_tag]
+        else:
+            if delivery_tag not in self.unacked:
+                raise self._unknown_tag(delivery_tag)
+            tags = [delivery_tag]
+        return [(tag, self.unacked.pop(tag)) for tag in tags]
 
     def _settle(self, records: list[Unacked], requeue: bool) -> None:
         if not requeue:
@@ -219,23 +237,30 @@ class Channel:
         self._resume(records)
 
     def commit(self) -> list[object]:
-        """tx.commit: apply buffered acks; returns buffered publishes for the session to route."""
-        publishes, acks = self.tx_publishes, self.tx_acks
+        """tx.commit: settle the acks/nacks/rejects made in the transaction; returns the buffered
+        publishes for the session to route."""
+        publishes, settlements = self.tx_publishes, self.tx_acks
         self.tx_publishes, self.tx_acks = [], []
-        self.tx = False
-        try:
-            for kind, tag, multiple, requeue in acks:
-                if kind == "ack":
-                    self.ack(tag, multiple)
-                else:
-                    self.nack(tag, multiple, requeue)
-        finally:
-            self.tx = True
+        for requeue, tagged in settlements:
+            records = [record for _tag, record in tagged]
+            self._release(records)
+            if requeue is None:
+                for entry, queue, _consumer in records:
+                    queue.ack(entry)
+            else:
+                self._settle(records, requeue)
+            self._resume(records)
         return publishes
 
     def rollback(self) -> None:
+        """tx.rollback: drop buffered publishes; deliveries acked in the transaction are unacked
+        again, and can be acked again (RabbitMQ)."""
         self.tx_publishes = []
+        returned = [pair for _requeue, tagged in self.tx_acks for pair in tagged]
         self.tx_acks = []
+        if returned:
+            merged = sorted([*self.unacked.items(), *returned], key=lambda pair: pair[0])
+            self.unacked = OrderedDict(merged)
 
     # --- consumers -----------------------------------------------------------------------------
 
@@ -257,6 +282,7 @@ class Channel:
             consumer = self.remove_consumer(tag)
             if consumer is not None and consumer.queue.consumer_count == 0:
                 emptied.append(consumer.queue)
+        self.rollback()
         records = list(self.unacked.values())
         self.unacked.clear()
         self._release(records)

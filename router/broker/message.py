@@ -17,8 +17,18 @@ _UNSET = FieldTable()
 class Message:
     """One published message: routing info, raw property bytes and body."""
 
-    __slots__ = ("_headers", "body", "delivery_mode", "exchange", "exchange_rk", "expiration",
-                 "header_payload", "priority", "properties", "routing_key")
+    __slots__ = (
+        "_headers",
+        "body",
+        "delivery_mode",
+        "exchange",
+        "exchange_rk",
+        "expiration",
+        "header_payload",
+        "priority",
+        "properties",
+        "routing_key",
+    )
 
     def __init__(
         self,

@@ -133,9 +133,11 @@ class Session:
         self._handle(self.conn.receive_data(data, now))
 
     def _handle(self, events: list[Event]) -> None:
-        conn = self.conn
+        # Every event happened on the wire before any close the connection saw in the same read,
+        # so all are processed; only a close this session starts makes it skip the rest.
+        closing = False
         for event in events:
-            if conn.state in ("closing", "closed") and not isinstance(event, Terminated):
+            if closing and type(event) is not Terminated:
                 continue
             try:
                 if type(event) is Publish:
@@ -145,8 +147,9 @@ class Session:
                 elif type(event) is MethodReceived:
                     self._method(event.channel, event.method)
                 elif type(event) is Nack:
-                    self._channel(event.channel).nack(event.delivery_tag, event.multiple,
-                                                     event.requeue)
+                    self._channel(event.channel).nack(
+                        event.delivery_tag, event.multiple, event.requeue
+                    )
                 elif type(event) is Reject:
                     self._channel(event.channel).nack(event.delivery_tag, False, event.requeue)
                 elif type(event) is OpenRequested:
@@ -161,6 +164,7 @@ class Session:
                 self._channel_error(getattr(event, "channel", 0), error, event)
             except ConnectionError as error:
                 self.close(error)
+                closing = True
         if self._confirm_channels:
             self._flush_confirms()
 
@@ -202,8 +206,11 @@ class Session:
 
     def shutdown(self) -> None:
         """The broker is stopping: connection.close 320, as RabbitMQ does."""
-        self.close(ConnectionError(
-            CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"))
+        self.close(
+            ConnectionError(
+                CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"
+            )
+        )
 
     def _teardown(self) -> None:
         """Release everything the connection holds: channels, then exclusive queues."""
@@ -223,8 +230,11 @@ class Session:
             self._maybe_auto_delete(queue)
 
     def _maybe_auto_delete(self, queue: Queue) -> None:
-        if queue.auto_delete and queue.had_consumers and queue.consumer_count == 0 and (
-            self.vhost is not None
+        if (
+            queue.auto_delete
+            and queue.had_consumers
+            and queue.consumer_count == 0
+            and (self.vhost is not None)
         ):
             self.vhost.remove_queue(queue)
 
@@ -233,12 +243,12 @@ class Session:
     def _open(self, event: OpenRequested) -> None:
         vhost = self.broker.vhosts.get(event.virtual_host)
         if vhost is None:
-            raise ConnectionError(
-                NOT_ALLOWED, f"vhost {event.virtual_host} not found", 10, 40)
+            raise ConnectionError(NOT_ALLOWED, f"vhost {event.virtual_host} not found", 10, 40)
         self.vhost = vhost
         capabilities = event.client_properties.get("capabilities")
         self.cancel_notify = bool(
-            isinstance(capabilities, dict) and capabilities.get("consumer_cancel_notify"))
+            isinstance(capabilities, dict) and capabilities.get("consumer_cancel_notify")
+        )
         self.conn.accept_open()
         self.opened = True
         self.broker.session_opened(self)
@@ -263,7 +273,8 @@ class Session:
         if exchange.internal:
             raise ChannelError(
                 ACCESS_REFUSED,
-                f"cannot publish to internal exchange '{event.exchange}' in vhost '{vhost.name}'")
+                f"cannot publish to internal exchange '{event.exchange}' in vhost '{vhost.name}'",
+            )
         if channel.confirm:
             channel.publish_seq += 1
             self._confirm_channels[channel] = None
@@ -278,8 +289,15 @@ class Session:
         exchange = vhost.exchanges.get(event.exchange)
         if exchange is None:  # deleted between a tx publish and its commit
             return
-        message = Message(event.exchange, event.routing_key, event.properties, event.body,
-                          event.delivery_mode, event.priority, event.expiration)
+        message = Message(
+            event.exchange,
+            event.routing_key,
+            event.properties,
+            event.body,
+            event.delivery_mode,
+            event.priority,
+            event.expiration,
+        )
         queues = vhost.route(exchange, message)
         vhost.published += 1
         if not queues:
@@ -288,8 +306,10 @@ class Session:
                 number = channel.number
                 self.write(
                     fastpath.return_frame(number, NO_ROUTE, "NO_ROUTE", message.exchange_rk)
-                    + fastpath.content_tail(number, message.header_payload, message.body,
-                                            self.frame_max))
+                    + fastpath.content_tail(
+                        number, message.header_payload, message.body, self.frame_max
+                    )
+                )
             return
         for queue in queues:
             queue.publish(message)
@@ -305,8 +325,11 @@ class Session:
         handler = _HANDLERS.get(type(method))
         if handler is None:
             raise ConnectionError(
-                NOT_IMPLEMENTED, f"{method.NAME} is not implemented by this broker",
-                method.CLASS_ID, method.METHOD_ID)
+                NOT_IMPLEMENTED,
+                f"{method.NAME} is not implemented by this broker",
+                method.CLASS_ID,
+                method.METHOD_ID,
+            )
         handler(self, channel, method)
 
     def _reply(self, channel: Channel, method: spec.Method, nowait: bool = False) -> None:
@@ -334,8 +357,14 @@ class Session:
 
     def _exchange_declare(self, channel: Channel, method: spec.ExchangeDeclare) -> None:
         self._vhost().declare_exchange(
-            method.exchange, method.type, passive=method.passive, durable=method.durable,
-            auto_delete=method.auto_delete, internal=method.internal, arguments=method.arguments)
+            method.exchange,
+            method.type,
+            passive=method.passive,
+            durable=method.durable,
+            auto_delete=method.auto_delete,
+            internal=method.internal,
+            arguments=method.arguments,
+        )
         self._reply(channel, spec.ExchangeDeclareOk(), method.nowait)
 
     def _exchange_delete(self, channel: Channel, method: spec.ExchangeDelete) -> None:
@@ -343,15 +372,19 @@ class Session:
         self._reply(channel, spec.ExchangeDeleteOk(), method.nowait)
 
     def _exchange_bind(self, channel: Channel, method: spec.ExchangeBind) -> None:
-        vhost = self._vhost()
-        destination = vhost.exchange(method.destination)
-        vhost.bind(method.source, destination, method.routing_key, method.arguments)
+        self._vhost().bind_exchange(
+            method.source, method.destination, method.routing_key, method.arguments
+        )
         self._reply(channel, spec.ExchangeBindOk(), method.nowait)
 
     def _exchange_unbind(self, channel: Channel, method: spec.ExchangeUnbind) -> None:
         vhost = self._vhost()
-        destination = vhost.exchange(method.destination)
-        vhost.unbind(method.source, destination, method.routing_key, method.arguments)
+        vhost.unbind(
+            method.source,
+            vhost.exchanges.get(method.destination),
+            method.routing_key,
+            method.arguments,
+        )
         self._reply(channel, spec.ExchangeUnbindOk(), method.nowait)
 
     def _queue_declare(self, channel: Channel, method: spec.QueueDeclare) -> None:
@@ -360,25 +393,32 @@ class Session:
         if method.passive and not name:
             name = channel.resolve_queue_name(name)
         queue = vhost.declare_queue(
-            name, owner=self, passive=method.passive, durable=method.durable,
-            exclusive=method.exclusive, auto_delete=method.auto_delete,
-            arguments=method.arguments)
+            name,
+            owner=self,
+            passive=method.passive,
+            durable=method.durable,
+            exclusive=method.exclusive,
+            auto_delete=method.auto_delete,
+            arguments=method.arguments,
+        )
         channel.last_queue = queue.name
-        self._reply(channel, spec.QueueDeclareOk(queue.name, queue.message_count,
-                                                 queue.consumer_count), method.nowait)
+        self._reply(
+            channel,
+            spec.QueueDeclareOk(queue.name, queue.message_count, queue.consumer_count),
+            method.nowait,
+        )
 
     def _queue_bind(self, channel: Channel, method: spec.QueueBind) -> None:
-        vhost = self._vhost()
-        queue = vhost.queue(channel.resolve_queue_name(method.queue), self)
+        name = channel.resolve_queue_name(method.queue)
         routing_key = method.routing_key
         if not method.queue and not routing_key:
-            routing_key = queue.name  # AMQP 0-9-1 §1.7.2.3.3: empty queue and key
-        vhost.bind(method.exchange, queue, routing_key, method.arguments)
+            routing_key = name  # AMQP 0-9-1 §1.7.2.3.3: empty queue and key
+        self._vhost().bind_queue(method.exchange, name, routing_key, method.arguments, self)
         self._reply(channel, spec.QueueBindOk(), method.nowait)
 
     def _queue_unbind(self, channel: Channel, method: spec.QueueUnbind) -> None:
         vhost = self._vhost()
-        queue = vhost.queue(channel.resolve_queue_name(method.queue), self)
+        queue = vhost.queues.get(channel.resolve_queue_name(method.queue))
         vhost.unbind(method.exchange, queue, method.routing_key, method.arguments)
         self._reply(channel, spec.QueueUnbindOk())
 
@@ -388,18 +428,25 @@ class Session:
 
     def _queue_delete(self, channel: Channel, method: spec.QueueDelete) -> None:
         count = self._vhost().delete_queue(
-            channel.resolve_queue_name(method.queue), owner=self, if_unused=method.if_unused,
-            if_empty=method.if_empty)
+            channel.resolve_queue_name(method.queue),
+            owner=self,
+            if_unused=method.if_unused,
+            if_empty=method.if_empty,
+        )
         self._reply(channel, spec.QueueDeleteOk(count), method.nowait)
 
     def _basic_qos(self, channel: Channel, method: spec.BasicQos) -> None:
         if method.prefetch_size:
             raise ConnectionError(
-                NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})", 60, 10)
+                NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})", 60, 10
+            )
         if method.global_:
             channel.global_prefetch = method.prefetch_count
         else:
+            # RabbitMQ 3.10 (rabbit_channel, basic.qos global=false) also lifts a channel-wide
+            # limit set earlier: rabbit_limiter:unlimit_prefetch/1.
             channel.prefetch_count = method.prefetch_count
+            channel.global_prefetch = 0
         self._reply(channel, spec.BasicQosOk())
         for consumer in list(channel.consumers.values()):
             consumer.queue.dispatch()
@@ -412,11 +459,18 @@ class Session:
             raise ConnectionError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
         if queue.exclusive_consumer is not None or (method.exclusive and queue.consumer_count):
             raise ChannelError(
-                ACCESS_REFUSED,
-                f"queue '{queue.name}' in vhost '{vhost.name}' in exclusive use")
+                ACCESS_REFUSED, f"queue '{queue.name}' in vhost '{vhost.name}' in exclusive use"
+            )
         priority = _consumer_priority(method.arguments)
-        consumer = Consumer(channel, queue, tag, no_ack=method.no_ack, exclusive=method.exclusive,
-                            priority=priority, prefetch=channel.prefetch_count)
+        consumer = Consumer(
+            channel,
+            queue,
+            tag,
+            no_ack=method.no_ack,
+            exclusive=method.exclusive,
+            priority=priority,
+            prefetch=channel.prefetch_count,
+        )
         channel.consumers[tag] = consumer
         queue.add_consumer(consumer)
         self._reply(channel, spec.BasicConsumeOk(tag), method.nowait)
@@ -481,7 +535,10 @@ class Session:
     def _unexpected(self, channel: Channel, method: spec.Method) -> None:
         raise ConnectionError(
             COMMAND_INVALID,
-            f"{method.NAME} is sent by servers, not clients", method.CLASS_ID, method.METHOD_ID)
+            f"unimplemented method: {method.NAME} is sent by servers, not clients",
+            method.CLASS_ID,
+            method.METHOD_ID,
+        )
 
 
 def _consumer_priority(arguments: FieldTable) -> int:
@@ -489,7 +546,8 @@ def _consumer_priority(arguments: FieldTable) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ChannelError(
             PRECONDITION_FAILED,
-            f"invalid arg 'x-priority' for consumer: expected an integer, got {value!r}")
+            f"invalid arg 'x-priority' for consumer: expected an integer, got {value!r}",
+        )
     return value
 
 
@@ -517,11 +575,29 @@ _HANDLERS: dict[type[spec.Method], Callable[[Session, Channel, spec.Method], Non
     spec.TxCommit: Session._tx_commit,  # type: ignore[dict-item]
     spec.TxRollback: Session._tx_rollback,  # type: ignore[dict-item]
 }
-for _server_only in (spec.BasicDeliver, spec.BasicReturn, spec.BasicGetOk, spec.BasicGetEmpty,
-                     spec.BasicConsumeOk, spec.BasicCancelOk, spec.BasicQosOk, spec.BasicRecoverOk,
-                     spec.ChannelOpenOk, spec.ChannelFlowOk, spec.ExchangeDeclareOk,
-                     spec.ExchangeDeleteOk, spec.ExchangeBindOk, spec.ExchangeUnbindOk,
-                     spec.QueueDeclareOk, spec.QueueBindOk, spec.QueueUnbindOk, spec.QueuePurgeOk,
-                     spec.QueueDeleteOk, spec.ConfirmSelectOk, spec.TxSelectOk, spec.TxCommitOk,
-                     spec.TxRollbackOk):
-    _HANDLERS[_server_only] = Session._unexpected  # type: ignore[assignment]
+for _server_only in (
+    spec.BasicDeliver,
+    spec.BasicReturn,
+    spec.BasicGetOk,
+    spec.BasicGetEmpty,
+    spec.BasicConsumeOk,
+    spec.BasicCancelOk,
+    spec.BasicQosOk,
+    spec.BasicRecoverOk,
+    spec.ChannelOpenOk,
+    spec.ChannelFlowOk,
+    spec.ExchangeDeclareOk,
+    spec.ExchangeDeleteOk,
+    spec.ExchangeBindOk,
+    spec.ExchangeUnbindOk,
+    spec.QueueDeclareOk,
+    spec.QueueBindOk,
+    spec.QueueUnbindOk,
+    spec.QueuePurgeOk,
+    spec.QueueDeleteOk,
+    spec.ConfirmSelectOk,
+    spec.TxSelectOk,
+    spec.TxCommitOk,
+    spec.TxRollbackOk,
+):
+    _HANDLERS[_server_only] = Session._unexpected

@@ -18,7 +18,13 @@ from router.amqp.constants import (
 )
 from router.amqp.errors import ChannelError, ConnectionError
 from router.amqp.tables import FieldTable
-from router.broker.arguments import QUEUE_EQUIVALENCE_ARGS, check_equivalent, flag, inequivalent
+from router.broker.arguments import (
+    QUEUE_EQUIVALENCE_ARGS,
+    check_equivalent,
+    flag,
+    inequivalent,
+    validate_queue_arguments,
+)
 from router.broker.exchanges import EXCHANGE_TYPES, Binding, Destination, Exchange
 from router.broker.message import Message
 from router.broker.ports import IdSource
@@ -52,13 +58,17 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {}
         # bindings by destination, to drop them when the destination goes away
-        self._inbound: dict[int, dict[tuple[int, str, bytes], Binding]] = {}
+        self._inbound: dict[int, dict[tuple[int, tuple[int, str, bytes]], Binding]] = {}
         # called with a queue that was deleted (consumers must be cancelled)
         self.on_queue_deleted: Callable[[Queue], None] = lambda queue: None
         self.exchanges[""] = DefaultExchange(name, self.queues)
-        for xname, xtype in (("amq.direct", "direct"), ("amq.fanout", "fanout"),
-                             ("amq.topic", "topic"), ("amq.headers", "headers"),
-                             ("amq.match", "headers")):
+        for xname, xtype in (
+            ("amq.direct", "direct"),
+            ("amq.fanout", "fanout"),
+            ("amq.topic", "topic"),
+            ("amq.headers", "headers"),
+            ("amq.match", "headers"),
+        ):
             self.exchanges[xname] = EXCHANGE_TYPES[xtype](xname, name, durable=True)
         self.published = 0
         self.unroutable = 0
@@ -105,32 +115,46 @@ class VirtualHost:
             return self.exchange(name)
         cls = EXCHANGE_TYPES.get(type)
         if cls is None:
-            raise ConnectionError(COMMAND_INVALID, f"unknown exchange type '{type}'", 40, 10)
+            # RabbitMQ's words: "invalid" for a name it could never know, "unknown" for x-types
+            # that a plugin could provide
+            adjective = "unknown" if type.startswith("x-") else "invalid"
+            raise ConnectionError(COMMAND_INVALID, f"{adjective} exchange type '{type}'", 40, 10)
         if name == "":
             raise _default_refused()
         existing = self.exchanges.get(name)
         if existing is None:
             if name.startswith("amq."):
                 raise ChannelError(
-                    ACCESS_REFUSED,
-                    f"exchange name '{name}' contains reserved prefix 'amq.*'")
-            exchange = cls(name, self.name, durable=durable, auto_delete=auto_delete,
-                           internal=internal, arguments=arguments)
+                    ACCESS_REFUSED, f"exchange name '{name}' contains reserved prefix 'amq.*'"
+                )
+            exchange = cls(
+                name,
+                self.name,
+                durable=durable,
+                auto_delete=auto_delete,
+                internal=internal,
+                arguments=arguments,
+            )
             self.exchanges[name] = exchange
             return exchange
         what = ("exchange", name, self.name)
-        if existing.TYPE != type:
+        if type != existing.TYPE:
             raise inequivalent("type", *what, f"'{type}'", f"'{existing.TYPE}'")
         if existing.durable != durable:
-            raise inequivalent("durable", *what, f"'{flag(durable)}'", f"'{flag(existing.durable)}'")
+            raise inequivalent(
+                "durable", *what, f"'{flag(durable)}'", f"'{flag(existing.durable)}'"
+            )
         if existing.auto_delete != auto_delete:
-            raise inequivalent("auto_delete", *what, f"'{flag(auto_delete)}'",
-                               f"'{flag(existing.auto_delete)}'")
+            raise inequivalent(
+                "auto_delete", *what, f"'{flag(auto_delete)}'", f"'{flag(existing.auto_delete)}'"
+            )
         if existing.internal != internal:
-            raise inequivalent("internal", *what, f"'{flag(internal)}'",
-                               f"'{flag(existing.internal)}'")
-        check_equivalent(existing.arguments, arguments or FieldTable(), ("alternate-exchange",),
-                         *what)
+            raise inequivalent(
+                "internal", *what, f"'{flag(internal)}'", f"'{flag(existing.internal)}'"
+            )
+        check_equivalent(
+            existing.arguments, arguments or FieldTable(), ("alternate-exchange",), *what
+        )
         return existing
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
@@ -139,13 +163,15 @@ class VirtualHost:
         if name.startswith("amq.") and name in self.exchanges:
             raise ChannelError(
                 ACCESS_REFUSED,
-                f"cannot delete exchange '{name}' in vhost '{self.name}': it is built in")
+                f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed",
+            )
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # RabbitMQ 3.x: deleting a missing exchange succeeds
         if if_unused and exchange.bindings:
-            raise ChannelError(PRECONDITION_FAILED,
-                               f"exchange '{name}' in vhost '{self.name}' in use")
+            raise ChannelError(
+                PRECONDITION_FAILED, f"exchange '{name}' in vhost '{self.name}' in use"
+            )
         self._remove_exchange(exchange)
 
     def _remove_exchange(self, exchange: Exchange) -> None:
@@ -174,24 +200,37 @@ class VirtualHost:
         arguments = arguments if arguments is not None else FieldTable()
         if name == "":
             name = f"amq.gen-{self._ids.token()}"
+        elif name.startswith("amq."):  # RabbitMQ's check_name/2: any explicit amq.* name
+            raise ChannelError(
+                ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
+            )
+        validate_queue_arguments(arguments, name, self.name)
+        # RabbitMQ 3.x: an exclusive queue is never durable (Durable andalso not Exclusive)
+        durable = durable and not exclusive
         existing = self.queues.get(name)
         if existing is None:
-            if name.startswith("amq.") and not name.startswith("amq.gen-"):
-                raise ChannelError(
-                    ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'")
-            queue = Queue(name, self.name, durable=durable,
-                          exclusive_owner=owner if exclusive else None,
-                          auto_delete=auto_delete, arguments=arguments)
+            queue = Queue(
+                name,
+                self.name,
+                durable=durable,
+                exclusive_owner=owner if exclusive else None,
+                auto_delete=auto_delete,
+                arguments=arguments,
+            )
             self.queues[name] = queue
             return queue
         what = ("queue", name, self.name)
-        if existing.durable != durable:
-            raise inequivalent("durable", *what, f"'{flag(durable)}'", f"'{flag(existing.durable)}'")
-        if existing.auto_delete != auto_delete:
-            raise inequivalent("auto_delete", *what, f"'{flag(auto_delete)}'",
-                               f"'{flag(existing.auto_delete)}'")
+        # rabbit_amqqueue:assert_equivalence/5 checks exclusive access before the flags
         if existing.exclusive_owner is not (owner if exclusive else None):
             raise self._locked(name)
+        if existing.durable != durable:
+            raise inequivalent(
+                "durable", *what, f"'{flag(durable)}'", f"'{flag(existing.durable)}'"
+            )
+        if existing.auto_delete != auto_delete:
+            raise inequivalent(
+                "auto_delete", *what, f"'{flag(auto_delete)}'", f"'{flag(existing.auto_delete)}'"
+            )
         check_equivalent(existing.arguments, arguments, QUEUE_EQUIVALENCE_ARGS, *what)
         return existing
 
@@ -205,8 +244,9 @@ class VirtualHost:
         if if_unused and queue.consumer_count:
             raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{self.name}' in use")
         if if_empty and queue.message_count:
-            raise ChannelError(PRECONDITION_FAILED,
-                               f"queue '{name}' in vhost '{self.name}' is not empty")
+            raise ChannelError(
+                PRECONDITION_FAILED, f"queue '{name}' in vhost '{self.name}' not empty"
+            )
         return self.remove_queue(queue)
 
     def remove_queue(self, queue: Queue) -> int:
@@ -235,14 +275,43 @@ class VirtualHost:
         source.validate_binding(routing_key, arguments)
         binding = Binding(source, destination, routing_key, arguments)
         if source.bind(binding):
-            self._inbound.setdefault(id(destination), {})[binding.key + (id(source),)] = binding  # type: ignore[index]
+            self._inbound.setdefault(id(destination), {})[(id(source), binding.key)] = binding
+
+    def bind_queue(
+        self,
+        exchange: str,
+        queue_name: str,
+        routing_key: str,
+        arguments: FieldTable,
+        owner: object,
+    ) -> None:
+        """queue.bind: the exchange is looked up before the queue, as RabbitMQ does."""
+        if exchange == "":
+            raise _default_refused()
+        self.exchange(exchange)
+        self.bind(exchange, self.queue(queue_name, owner), routing_key, arguments)
+
+    def bind_exchange(
+        self, source: str, destination: str, routing_key: str, arguments: FieldTable
+    ) -> None:
+        if source == "" or destination == "":
+            raise _default_refused()
+        self.exchange(source)
+        self.bind(source, self.exchange(destination), routing_key, arguments)
 
     def unbind(
-        self, source_name: str, destination: Destination, routing_key: str, arguments: FieldTable
+        self,
+        source_name: str,
+        destination: Destination | None,
+        routing_key: str,
+        arguments: FieldTable,
     ) -> None:
+        """Remove a binding. Unbinding what does not exist succeeds (RabbitMQ 3.x)."""
         if source_name == "" or (isinstance(destination, Exchange) and destination.name == ""):
             raise _default_refused()
-        source = self.exchange(source_name)
+        source = self.exchanges.get(source_name)
+        if source is None or destination is None:
+            return
         probe = Binding(source, destination, routing_key, arguments)
         binding = source.bindings.get(probe.key)
         if binding is not None:
@@ -254,7 +323,7 @@ class VirtualHost:
             return
         inbound = self._inbound.get(id(binding.destination))
         if inbound is not None:
-            inbound.pop(binding.key + (id(source),), None)  # type: ignore[arg-type]
+            inbound.pop((id(source), binding.key), None)
         # RabbitMQ: an auto-delete exchange goes when its last binding (as source) goes
         if source.auto_delete and not source.bindings and self.exchanges.get(source.name) is source:
             self._remove_exchange(source)
@@ -292,7 +361,6 @@ class VirtualHost:
         queues: dict[Queue, None],
         seen: set[int],
     ) -> None:
-        before = len(queues)
         for destination in destinations:
             if isinstance(destination, Queue):
                 queues[destination] = None
@@ -300,7 +368,9 @@ class VirtualHost:
                 seen.add(id(destination))
                 destination.published_in += 1
                 self._collect(destination, destination.route(message), message, queues, seen)
-        if len(queues) == before and exchange.alternate_exchange is not None:
+        # RabbitMQ (rabbit_exchange:process_alternate/2): the alternate exchange is used only
+        # when this exchange itself routed to nothing, not when its destinations did
+        if not destinations and exchange.alternate_exchange is not None:
             alternate = self.exchanges.get(exchange.alternate_exchange)
             if alternate is not None and id(alternate) not in seen:
                 seen.add(id(alternate))

@@ -25,6 +25,9 @@ from router.broker.session import Session
 log = logging.getLogger("router.amqp")
 
 READ_SIZE = 256 * 1024
+# After a session ends, how long its last bytes (connection.close, close-ok) may take to send
+# before the socket is closed anyway: a client that stopped reading cannot hold a connection.
+FLUSH_GRACE = 5.0
 
 
 class _Wake:
@@ -50,7 +53,7 @@ class AMQPServer:
         self.broker = broker
         self.shutdown_grace = shutdown_grace
         self._connections: dict[Session, _Wake] = {}
-        self._all_closed = trio.Event()
+        self._connection_gone = trio.Event()
         self.stopping = False
 
     async def serve(
@@ -94,7 +97,7 @@ class AMQPServer:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader, stream, session, wake, poke)
                 nursery.start_soon(self._writer, stream, session, wake, nursery.cancel_scope)
-                nursery.start_soon(self._timer, session, wake, poke)
+                nursery.start_soon(self._timer, session, wake, poke, nursery.cancel_scope)
         finally:
             self._connections.pop(session, None)
             if not session.ended:
@@ -102,15 +105,18 @@ class AMQPServer:
             with trio.CancelScope(shield=True):
                 await _close_quietly(stream)
             if session.opened or session.vhost is not None or session.end_reason:
-                log.info("connection closed %s (user %r): %s", peer, session.conn.user,
-                         session.end_reason or session.conn.close_reason or "closed")
-            if not self._connections:
-                self._all_closed.set()
+                log.info(
+                    "connection closed %s (user %r): %s",
+                    peer,
+                    session.conn.user,
+                    session.end_reason or session.conn.close_reason or "closed",
+                )
+            self._connection_gone.set()
 
-    def _guard(self, session: Session, action: Callable[[], Any]) -> None:
+    def _guard(self, session: Session, action: Callable[..., Any], *args: Any) -> None:
         """Run a session step; a bug closes this connection with 541, never the broker."""
         try:
-            action()
+            action(*args)
         except Exception:
             log.exception("internal error on connection %s; closing it with 541", session.peer)
             try:
@@ -129,13 +135,17 @@ class AMQPServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
             deadline = session.next_deadline()
-            self._guard(session, lambda: session.receive_data(data, trio.current_time()))
+            self._guard(session, session.receive_data, bytes(data), trio.current_time())
             if session.opened and not was_open:
                 was_open = True
-                log.info("connection opened %s (user %r, vhost %r)", session.peer,
-                         session.conn.user, session.conn.virtual_host)
+                log.info(
+                    "connection opened %s (user %r, vhost %r)",
+                    session.peer,
+                    session.conn.user,
+                    session.conn.virtual_host,
+                )
             wake.set()
-            if session.next_deadline() != deadline:
+            if session.next_deadline() != deadline or session.closed or session.ended:
                 poke.set()
             if not data:
                 break
@@ -156,17 +166,23 @@ class AMQPServer:
                         await stream.send_all(data)
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self._guard(session, lambda: session.receive_data(b"", trio.current_time()))
+            self._guard(session, session.receive_data, b"", trio.current_time())
         scope.cancel()
 
-    async def _timer(self, session: Session, wake: _Wake, poke: _Wake) -> None:
-        while not session.closed:
+    async def _timer(
+        self, session: Session, wake: _Wake, poke: _Wake, scope: trio.CancelScope
+    ) -> None:
+        while not session.closed and not session.ended:
             deadline = session.next_deadline()
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await poke.wait()
                 continue
-            self._guard(session, lambda: session.handle_timer(trio.current_time()))
+            self._guard(session, session.handle_timer, trio.current_time())
             wake.set()
+        # The writer closes the connection once its last bytes are out; if the client does not
+        # read them, give up after a grace period.
+        await trio.sleep(FLUSH_GRACE)
+        scope.cancel()
 
     async def shutdown(self) -> None:
         """Close every connection with 320 CONNECTION_FORCED and wait a grace period."""
@@ -174,9 +190,10 @@ class AMQPServer:
         for session, wake in list(self._connections.items()):
             self._guard(session, session.shutdown)
             wake.set()
-        if self._connections:
-            with trio.move_on_after(self.shutdown_grace):
-                await self._all_closed.wait()
+        with trio.move_on_after(self.shutdown_grace):
+            while self._connections:
+                await self._connection_gone.wait()
+                self._connection_gone = trio.Event()
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

@@ -13,5 +13,13 @@ EXCHANGE_TYPES: dict[str, type[Exchange]] = {
     "headers": HeadersExchange,
 }
 
-__all__ = ["EXCHANGE_TYPES", "Binding", "Destination", "DirectExchange", "Exchange",
-           "FanoutExchange", "HeadersExchange", "TopicExchange"]
+__all__ = [
+    "EXCHANGE_TYPES",
+    "Binding",
+    "Destination",
+    "DirectExchange",
+    "Exchange",
+    "FanoutExchange",
+    "HeadersExchange",
+    "TopicExchange",
+]

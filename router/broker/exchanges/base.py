@@ -72,8 +72,11 @@ class Exchange:
         self.exchange_bindings = 0  # bindings whose destination is an exchange
         alternate = self.arguments.get("alternate-exchange")
         self.alternate_exchange: str | None = (
-            alternate.decode() if isinstance(alternate, bytes) else alternate
-            if isinstance(alternate, str) else None
+            alternate.decode()
+            if isinstance(alternate, bytes)
+            else alternate
+            if isinstance(alternate, str)
+            else None
         )
         self.published_in = 0
         self.routed_out = 0

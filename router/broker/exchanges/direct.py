@@ -22,8 +22,9 @@ class DirectExchange(Exchange):
         return list(targets)
 
     def _add(self, binding: Binding) -> None:
-        self._routes.setdefault(binding.routing_key, {}).setdefault(
-            binding.destination, []).append(binding)
+        self._routes.setdefault(binding.routing_key, {}).setdefault(binding.destination, []).append(
+            binding
+        )
 
     def _remove(self, binding: Binding) -> None:
         targets = self._routes[binding.routing_key]

@@ -2,35 +2,63 @@
 
 ``x-match`` is ``all`` (the default), ``any``, ``all-with-x`` or ``any-with-x``; arguments starting
 with ``x-`` take part only in the ``-with-x`` forms. A binding value of type void matches on the
-key's presence alone. Values compare typed, as RabbitMQ compares them: same type class (all integer
-widths are one class, float and double another) and equal value; so ``1`` never equals ``"1"`` or
-``true``. A binding with nothing to compare matches every message under ``all`` and none under
-``any``.
+key's presence alone. Values compare as RabbitMQ 3.10 compares them (Erlang ``==``): numbers by
+value whatever their width or kind (``1`` equals ``1.0``), text and byte arrays by their bytes,
+booleans only with booleans (``true`` never equals ``1``), tables and arrays element-wise. A
+binding with nothing to compare matches every message under ``all`` and none under ``any``.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from router.amqp.constants import PRECONDITION_FAILED
 from router.amqp.errors import ChannelError
-from router.amqp.tables import FieldTable, type_class
+from router.amqp.tables import FieldTable
+from router.broker.arguments import TYPE_NAMES
 from router.broker.exchanges.base import Binding, Destination, Exchange
 from router.broker.message import Message
 
 MATCH_KINDS = ("all", "any", "all-with-x", "any-with-x")
+_VOID = object()
 
 
 def parse_x_match(arguments: FieldTable) -> str:
-    value = arguments.get("x-match", "all")
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if value not in MATCH_KINDS:
+    if "x-match" not in arguments:
+        return "all"
+    tag, value = arguments.typed("x-match")
+    if tag not in ("S", "x"):
         raise ChannelError(
             PRECONDITION_FAILED,
-            f"Invalid x-match field value {value!r}; expected all, any, all-with-x, or any-with-x",
+            f"Invalid x-match field type {TYPE_NAMES.get(tag, tag)} (value {value}); "
+            f"expected longstr",
         )
-    return str(value)
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if text not in MATCH_KINDS:
+        raise ChannelError(
+            PRECONDITION_FAILED,
+            f'Invalid x-match field value <<"{text}">>; expected all, any, all-with-x, or '
+            f"any-with-x",
+        )
+    return str(text)
+
+
+def _comparable(value: Any) -> Any:
+    """A key under which values RabbitMQ considers equal are equal in Python."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)) and not isinstance(value, Decimal):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("bytes", value.encode("utf-8"))
+    if isinstance(value, (bytes, bytearray)):
+        return ("bytes", bytes(value))
+    if isinstance(value, dict):
+        return ("table", tuple(sorted((k, _comparable(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return ("array", tuple(_comparable(v) for v in value))
+    return (type(value).__name__, value)
 
 
 class _Spec:
@@ -42,23 +70,19 @@ class _Spec:
         self.any = kind.startswith("any")
         self.binding = binding
         args = binding.arguments
-        self.pairs: list[tuple[str, str, Any]] = [
-            (key, type_class(args.tag(key)), args[key])
+        self.pairs: list[tuple[str, Any]] = [
+            (key, _VOID if args.tag(key) == "V" else _comparable(args[key]))
             for key in args
             if key != "x-match" and (with_x or not key.startswith("x-"))
         ]
 
 
-def _value_class(headers: FieldTable, key: str) -> str:
-    return type_class(headers.tag(key))
-
-
 def _matches(spec: _Spec, headers: FieldTable | None) -> bool:
     if not spec.pairs:
         return not spec.any
-    for key, cls, value in spec.pairs:
+    for key, expected in spec.pairs:
         if headers is not None and key in headers:
-            ok = cls == "V" or (_value_class(headers, key) == cls and headers[key] == value)
+            ok = expected is _VOID or _comparable(headers[key]) == expected
         else:
             ok = False
         if ok and spec.any:

@@ -1,0 +1,1 @@
+"""Clients built on router.amqp: a blocking load-generation client for ``router bench``."""

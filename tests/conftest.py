@@ -1,0 +1,140 @@
+"""Shared fixtures: a real router on an ephemeral loopback port, and the RabbitMQ reference.
+
+``router_server`` runs the broker in a background thread (its own trio loop), so blocking clients
+(pika, py-amqp, kombu) can run in the test thread and asyncio clients (aio-pika) in their own loop.
+``rabbitmq_url`` starts RabbitMQ 3.10 with ../shared/tools/rabbitmq-reference (installing it if
+needed) once per test session, and skips with the reason when it cannot be installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from router.broker.broker import Broker, BrokerConfig
+from router.runtime.server import AMQPServer
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_TOOL = ROOT.parent / "shared" / "tools" / "rabbitmq-reference"
+
+
+@dataclass
+class RunningServer:
+    broker: Broker
+    server: AMQPServer
+    port: int
+    _token: trio.lowlevel.TrioToken
+    _thread: threading.Thread
+    _stop: trio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def call(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run ``fn(*args)`` on the broker's thread (the model is not thread-safe) and return it."""
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def stop(self) -> None:
+        async def _shutdown() -> None:
+            await self.server.shutdown()
+            assert self._stop is not None
+            self._stop.set()
+
+        try:
+            trio.from_thread.run(_shutdown, trio_token=self._token)
+        except trio.RunFinishedError:
+            pass
+        self._thread.join(timeout=10)
+
+
+def start_router(config: BrokerConfig | None = None) -> RunningServer:
+    """Start a broker on 127.0.0.1:<ephemeral> in a thread; returns once it listens."""
+    broker = Broker(config or BrokerConfig())
+    server = AMQPServer(broker, shutdown_grace=1.0)
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    async def main() -> None:
+        stop = trio.Event()
+        box["stop"] = stop
+        box["token"] = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            box["port"] = await nursery.start(server.serve, "127.0.0.1", 0)
+            ready.set()
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def thread_main() -> None:
+        try:
+            trio.run(main)
+        except BaseException as error:  # surface start-up failures to the test
+            box["error"] = error
+            ready.set()
+
+    thread = threading.Thread(target=thread_main, name="router-test-server", daemon=True)
+    thread.start()
+    if not ready.wait(10) or "error" in box:
+        raise RuntimeError(f"router did not start: {box.get('error')!r}")
+    running = RunningServer(broker, server, int(box["port"]), box["token"], thread)  # type: ignore[arg-type]
+    running._stop = box["stop"]  # type: ignore[assignment]
+    return running
+
+
+@pytest.fixture
+def router_server() -> Iterator[RunningServer]:
+    running = start_router()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def router_url(router_server: RunningServer) -> str:
+    return router_server.url
+
+
+_reference_state: dict[str, str] = {}
+
+
+def reference_url() -> str:
+    """Start (installing if needed) the RabbitMQ reference; skip the test if impossible."""
+    if "url" in _reference_state:
+        return _reference_state["url"]
+    if "skip" in _reference_state:
+        pytest.skip(_reference_state["skip"])
+    if os.environ.get("ROUTER_SKIP_REFERENCE"):
+        _reference_state["skip"] = "ROUTER_SKIP_REFERENCE is set"
+        pytest.skip(_reference_state["skip"])
+    if not REFERENCE_TOOL.exists():
+        _reference_state["skip"] = f"RabbitMQ reference tool not found at {REFERENCE_TOOL}"
+        pytest.skip(_reference_state["skip"])
+    try:
+        result = subprocess.run(
+            [str(REFERENCE_TOOL), "start"], capture_output=True, text=True, timeout=600
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        _reference_state["skip"] = f"RabbitMQ reference could not start: {error}"
+        pytest.skip(_reference_state["skip"])
+    lines = [line for line in result.stdout.splitlines() if line.startswith("amqp://")]
+    if result.returncode != 0 or not lines:
+        _reference_state["skip"] = (
+            "RabbitMQ reference could not be installed or started: "
+            + (result.stderr.strip().splitlines() or ["no output"])[-1]
+        )
+        pytest.skip(_reference_state["skip"])
+    _reference_state["url"] = lines[-1]
+    return lines[-1]
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    return reference_url()
