@@ -76,6 +76,7 @@ def serve(settings: Settings) -> int:
             channel_max=settings.channel_max,
             frame_max=settings.frame_max,
             heartbeat=settings.heartbeat,
+            max_message_size=settings.max_message_size,
             users=settings.users,
             vhosts=settings.vhosts,
         )

@@ -23,6 +23,7 @@ class Settings:
     channel_max: int = 2047
     frame_max: int = 131072
     heartbeat: int = 60
+    max_message_size: int = 128 * 1024 * 1024
     users: tuple[tuple[str, str], ...] = (("guest", "guest"),)
     vhosts: tuple[str, ...] = ("/",)
     log_level: str = "info"
@@ -35,6 +36,7 @@ _INTS = {
     "channel_max": (1, 65535),
     "frame_max": (4096, 1 << 31),
     "heartbeat": (0, 65535),
+    "max_message_size": (1, 512 * 1024 * 1024),
 }
 _STRS = ("host", "log_level", "data_dir")
 

@@ -27,11 +27,12 @@ from router.amqp.constants import (
     FRAME_METHOD,
     FRAME_MIN_SIZE,
     NOT_ALLOWED,
+    PRECONDITION_FAILED,
     PROTOCOL_HEADER,
     REPLY_NAMES,
     UNEXPECTED_FRAME,
 )
-from router.amqp.errors import AMQPError, ConnectionError, FrameError
+from router.amqp.errors import AMQPError, ChannelError, ConnectionError, FrameError
 from router.amqp.frames import HEARTBEAT_FRAME, FrameReader, method_frame
 from router.amqp.properties import decode_content_header, scan
 from router.amqp.spec import (
@@ -114,13 +115,31 @@ class CloseReceived(NamedTuple):
     reply_text: str
 
 
+class ChannelFailed(NamedTuple):
+    """The connection closed a channel by itself (e.g. a message over the size limit); the
+    session must release what the channel held."""
+
+    channel: int
+    error: ChannelError
+
+
 class Terminated(NamedTuple):
     """The connection is over: flush what is left to send, then close the socket."""
 
     reason: str
 
 
-Event = OpenRequested | MethodReceived | Publish | Ack | Nack | Reject | CloseReceived | Terminated
+Event = (
+    OpenRequested
+    | MethodReceived
+    | Publish
+    | Ack
+    | Nack
+    | Reject
+    | CloseReceived
+    | ChannelFailed
+    | Terminated
+)
 
 # --- states ------------------------------------------------------------------------------------
 
@@ -133,7 +152,10 @@ OPEN = "open"
 CLOSING = "closing"  # we sent connection.close, waiting for close-ok
 CLOSED = "closed"
 
-HANDSHAKE_TIMEOUT = 10.0  # RabbitMQ's handshake_timeout
+HANDSHAKE_TIMEOUT = 10.0
+MAX_MESSAGE_SIZE = (
+    128 * 1024 * 1024
+)  # RabbitMQ 3.10's default max_message_size  # RabbitMQ's handshake_timeout
 CLOSE_TIMEOUT = 10.0  # how long we wait for close-ok after our connection.close
 
 
@@ -182,7 +204,9 @@ class ServerConnection:
         frame_max: int = 131072,
         heartbeat: int = 60,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
+        self.max_message_size = max_message_size
         self.state = AWAIT_HEADER
         self._authenticate = authenticate
         self._server_properties = server_properties
@@ -449,6 +473,19 @@ class ServerConnection:
                         UNEXPECTED_FRAME, f"content header for class {class_id}, expected 60"
                     )
                 state.properties = properties
+                if size > self.max_message_size:
+                    # Refused before a byte of the body is buffered; its body frames are dropped
+                    # with everything else on the now closing channel.
+                    error = ChannelError(
+                        PRECONDITION_FAILED,
+                        f"message size {size} is larger than configured max size "
+                        f"{self.max_message_size}",
+                        60,
+                        40,
+                    )
+                    self.close_channel(channel, error)
+                    events.append(ChannelFailed(channel, error))
+                    continue
                 if size == 0:
                     state.stage = 0
                     self._emit_publish(channel, state, b"", events)

@@ -27,6 +27,7 @@ class BrokerConfig:
     channel_max: int = 2047
     frame_max: int = 131072
     heartbeat: int = 60
+    max_message_size: int = 128 * 1024 * 1024
     users: tuple[tuple[str, str], ...] = (("guest", "guest"),)
     vhosts: tuple[str, ...] = ("/",)
     cluster_name: str = "router@localhost"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from router.amqp import fastpath, spec
 from router.amqp.connection import (
     Ack,
+    ChannelFailed,
     CloseReceived,
     Event,
     MethodReceived,
@@ -64,6 +65,7 @@ class Session:
             server_properties=broker.server_properties(),
             channel_max=broker.config.channel_max,
             frame_max=broker.config.frame_max,
+            max_message_size=broker.config.max_message_size,
             heartbeat=broker.config.heartbeat,
         )
         self.vhost: VirtualHost | None = None
@@ -154,6 +156,8 @@ class Session:
                     self._channel(event.channel).nack(event.delivery_tag, False, event.requeue)
                 elif type(event) is OpenRequested:
                     self._open(event)
+                elif type(event) is ChannelFailed:
+                    self._channel_error(event.channel, event.error, event)
                 elif type(event) is CloseReceived:
                     self._teardown()
                 elif type(event) is Terminated:
