@@ -3,7 +3,6 @@ publisher confirms and transactions."""
 
 from __future__ import annotations
 
-import pytest
 from model_helpers import FakeClient, make_broker
 
 from router.amqp import spec

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from model_helpers import FakeClient
+
 from router.amqp import spec
 from router.amqp.frames import FRAME_HEAD, method_frame
 from router.amqp.properties import encode_content_header
 from router.broker.broker import Broker, BrokerConfig
 from router.broker.ports import CountingIds
-from model_helpers import FakeClient
 
 
 def _client(max_message_size: int) -> FakeClient:
