@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -67,6 +68,11 @@ def serve(settings: Settings) -> int:
     from router.broker.broker import Broker, BrokerConfig
     from router.runtime.server import AMQPServer
 
+    # A queue backlog is hundreds of thousands of long-lived Message objects; with CPython's
+    # default thresholds (700, 10, 10) the cyclic GC re-scans them on every 25 % of heap growth
+    # (measured: ~30 % of broker CPU in `router bench`). Per-message objects form no cycles, so
+    # collect rarely; cycles (closed sessions, channels) are still reclaimed.
+    gc.set_threshold(50_000, 20, 20)
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -87,6 +87,9 @@ class Publish(NamedTuple):
     delivery_mode: int
     priority: int | None
     expiration: str | None
+    # as received, for Message to reuse: exchange + routing key shortstrs, header frame payload
+    exchange_rk: bytes | None = None
+    header_payload: bytes | None = None
 
 
 class Ack(NamedTuple):
@@ -165,12 +168,16 @@ class _Channel:
     __slots__ = (
         "closing",
         "exchange",
+        "exchange_rk",
+        "header_payload",
         "immediate",
         "mandatory",
         "parts",
         "properties",
         "received",
         "routing_key",
+        "scanned",
+        "scanned_properties",
         "size",
         "stage",
     )
@@ -179,6 +186,8 @@ class _Channel:
         self.closing = False
         self.stage = 0  # 0 idle, 1 expecting header, 2 expecting body
         self.exchange = ""
+        self.exchange_rk = b""
+        self.header_payload: bytes | None = None
         self.routing_key = ""
         self.mandatory = False
         self.immediate = False
@@ -186,6 +195,9 @@ class _Channel:
         self.size = 0
         self.received = 0
         self.parts: list[bytes] = []
+        # a publisher mostly repeats its properties: the last scan, reused when they are equal
+        self.scanned_properties: bytes | None = None
+        self.scanned: tuple[int, int | None, str | None] = (0, None, None)
 
 
 Authenticator = Callable[[str, str], bool]
@@ -424,9 +436,13 @@ class ServerConnection:
                         f"instead on channel {channel}",
                     )
                 if head == fastpath.PUBLISH_ID:
-                    (state.exchange, state.routing_key, state.mandatory, state.immediate) = (
-                        fastpath.decode_publish(payload)
-                    )
+                    (
+                        state.exchange,
+                        state.routing_key,
+                        state.mandatory,
+                        state.immediate,
+                        state.exchange_rk,
+                    ) = fastpath.decode_publish_raw(payload)
                     state.stage = 1
                 elif head == fastpath.ACK_ID:
                     tag, bits = fastpath.decode_tag_bits(payload)
@@ -473,6 +489,8 @@ class ServerConnection:
                         UNEXPECTED_FRAME, f"content header for class {class_id}, expected 60"
                     )
                 state.properties = properties
+                # weight 0 (always, in practice): the payload is what Message would re-encode
+                state.header_payload = payload if payload[2:4] == b"\x00\x00" else None
                 if size > self.max_message_size:
                     # Refused before a byte of the body is buffered; its body frames are dropped
                     # with everything else on the now closing channel.
@@ -535,10 +553,15 @@ class ServerConnection:
     def _emit_publish(
         self, channel: int, state: _Channel, body: bytes, events: list[Event]
     ) -> None:
-        try:
-            delivery_mode, priority, expiration = scan(state.properties)
-        except FrameError as error:
-            raise ConnectionError(error.reply_code, error.text, 60, 40)
+        properties = state.properties
+        if properties == state.scanned_properties:
+            delivery_mode, priority, expiration = state.scanned
+        else:
+            try:
+                state.scanned = delivery_mode, priority, expiration = scan(properties)
+            except FrameError as error:
+                raise ConnectionError(error.reply_code, error.text, 60, 40)
+            state.scanned_properties = properties
         events.append(
             Publish(
                 channel,
@@ -546,11 +569,13 @@ class ServerConnection:
                 state.routing_key,
                 state.mandatory,
                 state.immediate,
-                state.properties,
+                properties,
                 body,
                 delivery_mode,
                 priority,
                 expiration,
+                state.exchange_rk,
+                state.header_payload,
             )
         )
 

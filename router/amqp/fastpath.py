@@ -25,6 +25,7 @@ _TAG_BIT = struct.Struct(">QB")
 _TAG_BIT_LONG = struct.Struct(">QB")
 _ACK_FRAME = struct.Struct(">BHIHHQB")
 _HEADER_FRAME = struct.Struct(">BHIHHQ")
+_END_HEAD = struct.Struct(">BBHI")  # the previous frame's end byte, then the next frame's head
 _U32 = struct.Struct(">I")
 _Q = struct.Struct(">Q")
 
@@ -43,6 +44,23 @@ def decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:
     except IndexError:
         raise FrameError(SYNTAX_ERROR, "basic.publish frame is shorter than its arguments", 60, 40)
     return exchange, routing_key, bool(bits & 1), bool(bits & 2)
+
+
+def decode_publish_raw(payload: bytes) -> tuple[str, str, bool, bool, bytes]:
+    """``decode_publish`` plus the exchange and routing key as the wire carried them (two short
+    strings): exactly the ``exchange_rk`` that deliver, get-ok and return frames need."""
+    try:
+        n = payload[6]
+        end = 7 + n
+        exchange = payload[7:end].decode("utf-8", "surrogateescape") if n else ""
+        n = payload[end]
+        start = end + 1
+        end = start + n
+        routing_key = payload[start:end].decode("utf-8", "surrogateescape")
+        bits = payload[end]
+    except IndexError:
+        raise FrameError(SYNTAX_ERROR, "basic.publish frame is shorter than its arguments", 60, 40)
+    return exchange, routing_key, bool(bits & 1), bool(bits & 2), payload[6:end]
 
 
 def decode_tag_bits(payload: bytes) -> tuple[int, int]:
@@ -81,6 +99,38 @@ def deliver_frame(
             FRAME_END_BYTE,
         )
     )
+
+
+def deliver_message(
+    channel: int,
+    consumer_tag: bytes,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange_rk: bytes,
+    header_payload: bytes,
+    body: bytes,
+    frame_max: int,
+) -> bytes:
+    """``deliver_frame`` + ``content_tail`` as one buffer: a body that fits one frame (the
+    common case) is assembled with a single join, no intermediate bytes."""
+    size = len(body)
+    if 0 < size <= frame_max - 8:
+        return b"".join(
+            (
+                _DELIVER_HEAD.pack(1, channel, 13 + len(consumer_tag) + len(exchange_rk), 60, 60),
+                consumer_tag,
+                _TAG_BIT.pack(delivery_tag, 1 if redelivered else 0),
+                exchange_rk,
+                _END_HEAD.pack(0xCE, 2, channel, len(header_payload)),
+                header_payload,
+                _END_HEAD.pack(0xCE, 3, channel, size),
+                body,
+                FRAME_END_BYTE,
+            )
+        )
+    return deliver_frame(
+        channel, consumer_tag, delivery_tag, redelivered, exchange_rk
+    ) + content_tail(channel, header_payload, body, frame_max)
 
 
 def get_ok_frame(

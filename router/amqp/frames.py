@@ -70,16 +70,28 @@ def content_frames(
 
 
 class FrameReader:
-    """Splits a byte stream into frames. ``max_size`` is the negotiated frame_max (0 = none)."""
+    """Splits a byte stream into frames. ``max_size`` is the negotiated frame_max (0 = none).
+
+    Input is kept as the ``bytes`` it arrived as when possible, so each payload is one slice
+    (one copy); only a partial frame followed by more input is accumulated in a bytearray.
+    """
 
     __slots__ = ("_buf", "max_size")
 
     def __init__(self, max_size: int = 0) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self.max_size = max_size
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        buf = self._buf
+        if not buf:
+            self._buf = bytes(data)
+        elif type(buf) is bytearray:
+            buf += data
+        else:
+            grown = bytearray(buf)
+            grown += data
+            self._buf = grown
 
     @property
     def buffered(self) -> int:
@@ -88,7 +100,7 @@ class FrameReader:
     def take(self, n: int) -> bytes:
         """Remove and return the first ``n`` buffered bytes (the protocol header)."""
         data = bytes(self._buf[:n])
-        del self._buf[:n]
+        self._buf = self._buf[n:]
         return data
 
     def read_frames(self) -> list[Frame]:
@@ -99,6 +111,10 @@ class FrameReader:
         frames: list[Frame] = []
         unpack = FRAME_HEAD.unpack_from
         max_size = self.max_size
+        # Slice payloads from bytes (one copy each); convert an accumulated bytearray once, and
+        # only when it holds a complete frame, so a big frame arriving in pieces is not re-copied.
+        if type(buf) is not bytes and size_total >= 8 and unpack(buf, 0)[2] + 8 <= size_total:
+            buf = bytes(buf)
         while size_total - offset >= 8:
             frame_type, channel, size = unpack(buf, offset)
             if max_size and size + 8 > max_size:
@@ -111,8 +127,8 @@ class FrameReader:
                 break
             if buf[end] != FRAME_END:
                 raise FrameError(FRAME_ERROR, f"frame end byte is 0x{buf[end]:02x}, not 0xce")
-            frames.append((frame_type, channel, bytes(buf[offset + 7 : end])))
+            frames.append((frame_type, channel, buf[offset + 7 : end]))  # type: ignore[arg-type]
             offset = end + 1
         if offset:
-            del buf[:offset]
+            self._buf = buf[offset:]
         return frames

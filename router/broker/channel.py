@@ -109,10 +109,16 @@ class Channel:
         session = self.session
         number = self.number
         session.write(
-            fastpath.deliver_frame(
-                number, consumer.tag_raw, tag, entry.redelivered, message.exchange_rk
+            fastpath.deliver_message(
+                number,
+                consumer.tag_raw,
+                tag,
+                entry.redelivered,
+                message.exchange_rk,
+                message.header_payload,
+                message.body,
+                session.frame_max,
             )
-            + fastpath.content_tail(number, message.header_payload, message.body, session.frame_max)
         )
         if not consumer.no_ack:
             self.unacked[tag] = (entry, queue, consumer)
@@ -153,11 +159,14 @@ class Channel:
             if delivery_tag not in unacked:
                 raise self._unknown_tag(delivery_tag)
             taken = []
+            popitem = unacked.popitem
             while unacked:
-                tag = next(iter(unacked))
-                if tag > delivery_tag:
+                tag, front = popitem(last=False)
+                if tag > delivery_tag:  # one too far: put it back at the front
+                    unacked[tag] = front
+                    unacked.move_to_end(tag, last=False)
                     break
-                taken.append(unacked.popitem(last=False)[1])
+                taken.append(front)
             return taken
         record = unacked.pop(delivery_tag, None)
         if record is None:
@@ -179,9 +188,14 @@ class Channel:
             self.tx_acks.append((None, self._take_tagged(delivery_tag, multiple)))
             return
         records = self._take(delivery_tag, multiple)
-        self._release(records)
-        for entry, queue, _consumer in records:
+        # _release and queue.ack in one pass
+        released = 0
+        for entry, queue, consumer in records:
+            if consumer is not None:
+                consumer.unacked -= 1
+                released += 1
             queue.ack(entry)
+        self.consumer_unacked -= released
         self._resume(records)
 
     def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:

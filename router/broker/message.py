@@ -39,6 +39,9 @@ class Message:
         delivery_mode: int = 0,
         priority: int | None = None,
         expiration: str | None = None,
+        *,
+        exchange_rk: bytes | None = None,
+        header_payload: bytes | None = None,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -47,8 +50,15 @@ class Message:
         self.delivery_mode = delivery_mode
         self.priority = priority
         self.expiration = expiration
-        self.header_payload = encode_content_header(60, len(body), properties)
-        self.exchange_rk = shortstr(exchange) + shortstr(routing_key)
+        # the publisher's frames already hold both; encode only when they are not given
+        self.header_payload = (
+            header_payload
+            if header_payload is not None
+            else encode_content_header(60, len(body), properties)
+        )
+        self.exchange_rk = (
+            exchange_rk if exchange_rk is not None else shortstr(exchange) + shortstr(routing_key)
+        )
         self._headers: FieldTable | None = _UNSET
 
     @property

@@ -173,6 +173,16 @@ class Queue:
         """Deliver ready messages to consumers while any can take one."""
         if not self.consumer_count:
             return
+        if self.consumer_count == 1 and not self._requeued:
+            # One consumer, messages in publish order (the common case): no rotation to do and
+            # no requeued head to compare, so hand over until it is full.
+            only = self._levels[self._level_order[0]][0]
+            ready = self._ready
+            while ready and only.can_take():
+                head = ready.popleft()
+                self.ready_bytes -= len(head.message.body)
+                self._deliver(only, head)
+            return
         while self._ready or self._requeued:
             consumer = self._next_consumer()
             if consumer is None:

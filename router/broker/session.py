@@ -290,23 +290,40 @@ class Session:
     def _route(self, channel: Channel, event: Publish) -> None:
         vhost = self.vhost
         assert vhost is not None
-        exchange = vhost.exchanges.get(event.exchange)
+        # one unpack instead of ten NamedTuple attribute lookups
+        (
+            _number,
+            exchange_name,
+            routing_key,
+            mandatory,
+            _immediate,
+            properties,
+            body,
+            delivery_mode,
+            priority,
+            expiration,
+            exchange_rk,
+            header_payload,
+        ) = event
+        exchange = vhost.exchanges.get(exchange_name)
         if exchange is None:  # deleted between a tx publish and its commit
             return
         message = Message(
-            event.exchange,
-            event.routing_key,
-            event.properties,
-            event.body,
-            event.delivery_mode,
-            event.priority,
-            event.expiration,
+            exchange_name,
+            routing_key,
+            properties,
+            body,
+            delivery_mode,
+            priority,
+            expiration,
+            exchange_rk=exchange_rk,
+            header_payload=header_payload,
         )
         queues = vhost.route(exchange, message)
         vhost.published += 1
         if not queues:
             vhost.unroutable += 1
-            if event.mandatory:
+            if mandatory:
                 number = channel.number
                 self.write(
                     fastpath.return_frame(number, NO_ROUTE, "NO_ROUTE", message.exchange_rk)
