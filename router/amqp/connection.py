@@ -32,9 +32,16 @@ from router.amqp.constants import (
     REPLY_NAMES,
     UNEXPECTED_FRAME,
 )
-from router.amqp.errors import AMQPError, ChannelError, ConnectionError, FrameError
+from router.amqp.errors import (
+    AMQPError,
+    ChannelError,
+    ConnectionError,
+    FrameError,
+    FramingError,
+    fit_shortstr,
+)
 from router.amqp.frames import HEARTBEAT_FRAME, FrameReader, method_frame
-from router.amqp.properties import decode_content_header, scan
+from router.amqp.properties import decode_content_header, scan_full
 from router.amqp.spec import (
     ChannelClose,
     ChannelCloseOk,
@@ -90,6 +97,9 @@ class Publish(NamedTuple):
     # as received, for Message to reuse: exchange + routing key shortstrs, header frame payload
     exchange_rk: bytes | None = None
     header_payload: bytes | None = None
+    # decoded once at publish (and validated); shared by publishes with identical properties,
+    # so whoever must change headers (dead-lettering) copies the table first
+    headers: FieldTable | None = None
 
 
 class Ack(NamedTuple):
@@ -197,7 +207,7 @@ class _Channel:
         self.parts: list[bytes] = []
         # a publisher mostly repeats its properties: the last scan, reused when they are equal
         self.scanned_properties: bytes | None = None
-        self.scanned: tuple[int, int | None, str | None] = (0, None, None)
+        self.scanned: tuple[int, int | None, str | None, FieldTable | None] = (0, None, None, None)
 
 
 Authenticator = Callable[[str, str], bool]
@@ -341,7 +351,7 @@ class ServerConnection:
         if self.state == AWAIT_HEADER:
             self.state = CLOSED
             return
-        reply_text = f"{REPLY_NAMES.get(reply_code, 'ERROR')} - {text}"[:255]
+        reply_text = fit_shortstr(f"{REPLY_NAMES.get(reply_code, 'ERROR')} - {text}")
         self.close_reason = reply_text
         self._final = method_frame(0, ConnectionClose(reply_code, reply_text, class_id, method_id))
         self.state = CLOSING
@@ -408,6 +418,12 @@ class ServerConnection:
             self._reader.max_size = self.server_frame_max
         try:
             self._process_frames(events)
+            if self._reader.error is not None and self.state != CLOSED:
+                raise self._reader.error
+        except FramingError as error:
+            # the stream is out of step: no close-ok could be read, so end after the close
+            self.close_with(error)
+            events.append(self._terminate(self.close_reason))
         except ConnectionError as error:
             self.close_with(error)
         return events
@@ -555,10 +571,10 @@ class ServerConnection:
     ) -> None:
         properties = state.properties
         if properties == state.scanned_properties:
-            delivery_mode, priority, expiration = state.scanned
+            delivery_mode, priority, expiration, headers = state.scanned
         else:
             try:
-                state.scanned = delivery_mode, priority, expiration = scan(properties)
+                state.scanned = delivery_mode, priority, expiration, headers = scan_full(properties)
             except FrameError as error:
                 raise ConnectionError(error.reply_code, error.text, 60, 40)
             state.scanned_properties = properties
@@ -576,6 +592,7 @@ class ServerConnection:
                 expiration,
                 state.exchange_rk,
                 state.header_payload,
+                headers,
             )
         )
 

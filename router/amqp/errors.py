@@ -9,6 +9,14 @@ from __future__ import annotations
 from router.amqp.constants import REPLY_NAMES
 
 
+def fit_shortstr(text: str) -> str:
+    """``text`` cut to the 255 bytes a short string holds, never inside a UTF-8 character."""
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) <= 255:
+        return text
+    return raw[:255].decode("utf-8", "ignore")
+
+
 class AMQPError(Exception):
     """Base of the errors that close a channel or the connection with a reply code."""
 
@@ -22,7 +30,7 @@ class AMQPError(Exception):
     @property
     def reply_text(self) -> str:
         """The text as sent on the wire: the code's name, a dash, then what was wrong."""
-        return f"{REPLY_NAMES.get(self.reply_code, 'ERROR')} - {self.text}"[:255]
+        return fit_shortstr(f"{REPLY_NAMES.get(self.reply_code, 'ERROR')} - {self.text}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reply_code}, {self.text!r})"
@@ -38,3 +46,8 @@ class ConnectionError(AMQPError):
 
 class FrameError(ConnectionError):
     """Malformed bytes on the wire (501 FRAME_ERROR or 502 SYNTAX_ERROR)."""
+
+
+class FramingError(FrameError):
+    """The byte stream itself is broken (bad frame end, oversized frame): nothing after it can
+    be parsed, so the connection is closed without waiting for close-ok."""

@@ -18,7 +18,7 @@ from router.amqp.constants import (
     FRAME_HEARTBEAT,
     FRAME_METHOD,
 )
-from router.amqp.errors import FrameError
+from router.amqp.errors import FramingError
 from router.amqp.properties import encode_content_header
 from router.amqp.spec import Method
 
@@ -76,11 +76,12 @@ class FrameReader:
     (one copy); only a partial frame followed by more input is accumulated in a bytearray.
     """
 
-    __slots__ = ("_buf", "max_size")
+    __slots__ = ("_buf", "error", "max_size")
 
     def __init__(self, max_size: int = 0) -> None:
         self._buf: bytes | bytearray = b""
         self.max_size = max_size
+        self.error: FramingError | None = None  # a broken stream: raised by every later read
 
     def feed(self, data: bytes) -> None:
         buf = self._buf
@@ -104,7 +105,13 @@ class FrameReader:
         return data
 
     def read_frames(self) -> list[Frame]:
-        """Every complete frame buffered, in order; incomplete input stays buffered."""
+        """Every complete frame buffered, in order; incomplete input stays buffered.
+
+        When the stream breaks (bad end byte, frame over ``max_size``), the good frames before
+        the break are returned first and the ``FramingError`` is raised by the next call.
+        """
+        if self.error is not None:
+            raise self.error
         buf = self._buf
         size_total = len(buf)
         offset = 0
@@ -118,17 +125,23 @@ class FrameReader:
         while size_total - offset >= 8:
             frame_type, channel, size = unpack(buf, offset)
             if max_size and size + 8 > max_size:
-                raise FrameError(
+                self.error = FramingError(
                     FRAME_ERROR,
                     f"frame size {size + 8} exceeds the negotiated frame_max {max_size}",
                 )
+                break
             end = offset + 7 + size
             if end >= size_total:
                 break
             if buf[end] != FRAME_END:
-                raise FrameError(FRAME_ERROR, f"frame end byte is 0x{buf[end]:02x}, not 0xce")
+                self.error = FramingError(
+                    FRAME_ERROR, f"frame end byte is 0x{buf[end]:02x}, not 0xce"
+                )
+                break
             frames.append((frame_type, channel, buf[offset + 7 : end]))  # type: ignore[arg-type]
             offset = end + 1
         if offset:
             self._buf = buf[offset:]
+        if self.error is not None and not frames:
+            raise self.error
         return frames

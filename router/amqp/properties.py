@@ -211,9 +211,16 @@ def peek_headers(raw: bytes) -> FieldTable | None:
 def scan(raw: bytes) -> tuple[int, int | None, str | None]:
     """One pass over the property list: (delivery_mode, priority, expiration).
 
-    It also checks that every property lies inside ``raw`` (tables by their length prefix), so a
+    It checks that every property lies inside ``raw``, and that a headers table decodes, so a
     malformed header is caught at publish, before it reaches a consumer or the store.
     """
+    delivery_mode, priority, expiration, _headers = scan_full(raw)
+    return delivery_mode, priority, expiration
+
+
+def scan_full(raw: bytes) -> tuple[int, int | None, str | None, FieldTable | None]:
+    """``scan`` plus the decoded headers table (None when absent), decoded once here."""
+    headers: FieldTable | None = None
     try:
         flags, offset = _skip_flags(raw)
         delivery_mode = 0
@@ -236,12 +243,12 @@ def scan(raw: bytes) -> tuple[int, int | None, str | None]:
             elif kind == "timestamp":
                 offset += 8
             else:
-                offset += 4 + _U32.unpack_from(raw, offset)[0]
+                headers, offset = decode_table(raw, offset)
     except (IndexError, struct.error):
         offset = len(raw) + 1
     if offset > len(raw):
         raise FrameError(SYNTAX_ERROR, "content header properties run past the end of the frame")
-    return delivery_mode, priority, expiration
+    return delivery_mode, priority, expiration, headers
 
 
 def encode_content_header(class_id: int, body_size: int, raw_properties: bytes) -> bytes:

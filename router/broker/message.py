@@ -42,6 +42,7 @@ class Message:
         *,
         exchange_rk: bytes | None = None,
         header_payload: bytes | None = None,
+        headers: FieldTable | object | None = _UNSET,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -59,7 +60,8 @@ class Message:
         self.exchange_rk = (
             exchange_rk if exchange_rk is not None else shortstr(exchange) + shortstr(routing_key)
         )
-        self._headers: FieldTable | None = _UNSET
+        # the decoded headers when the publisher's scan already has them, else decoded on use
+        self._headers: FieldTable | None = headers  # type: ignore[assignment]
 
     @property
     def headers(self) -> FieldTable | None:

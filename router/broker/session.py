@@ -142,18 +142,27 @@ class Session:
             if closing and type(event) is not Terminated:
                 continue
             try:
+                # An event may name a channel this session closed earlier in the same read
+                # (the connection parsed it first): like the frames of any closing channel, it
+                # is dropped (AMQP 0-9-1 §4.2.3.1). Hence the ``channel is not None`` tests.
                 if type(event) is Publish:
-                    self._publish(event)
+                    channel = self.channels.get(event.channel)
+                    if channel is not None:
+                        self._publish(channel, event)
                 elif type(event) is Ack:
-                    self._channel(event.channel).ack(event.delivery_tag, event.multiple)
+                    channel = self.channels.get(event.channel)
+                    if channel is not None:
+                        channel.ack(event.delivery_tag, event.multiple)
                 elif type(event) is MethodReceived:
                     self._method(event.channel, event.method)
                 elif type(event) is Nack:
-                    self._channel(event.channel).nack(
-                        event.delivery_tag, event.multiple, event.requeue
-                    )
+                    channel = self.channels.get(event.channel)
+                    if channel is not None:
+                        channel.nack(event.delivery_tag, event.multiple, event.requeue)
                 elif type(event) is Reject:
-                    self._channel(event.channel).nack(event.delivery_tag, False, event.requeue)
+                    channel = self.channels.get(event.channel)
+                    if channel is not None:
+                        channel.nack(event.delivery_tag, False, event.requeue)
                 elif type(event) is OpenRequested:
                     self._open(event)
                 elif type(event) is ChannelFailed:
@@ -257,16 +266,9 @@ class Session:
         self.opened = True
         self.broker.session_opened(self)
 
-    def _channel(self, number: int) -> Channel:
-        channel = self.channels.get(number)
-        if channel is None:  # the connection only passes events for open channels
-            raise ChannelError(NOT_FOUND, f"channel {number} is not open")
-        return channel
-
     # --- publish -------------------------------------------------------------------------------
 
-    def _publish(self, event: Publish) -> None:
-        channel = self.channels[event.channel]
+    def _publish(self, channel: Channel, event: Publish) -> None:
         if event.immediate:
             raise ConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
         vhost = self.vhost
@@ -304,6 +306,7 @@ class Session:
             expiration,
             exchange_rk,
             header_payload,
+            headers,
         ) = event
         exchange = vhost.exchanges.get(exchange_name)
         if exchange is None:  # deleted between a tx publish and its commit
@@ -318,6 +321,7 @@ class Session:
             expiration,
             exchange_rk=exchange_rk,
             header_payload=header_payload,
+            headers=headers,
         )
         queues = vhost.route(exchange, message)
         vhost.published += 1
@@ -342,7 +346,9 @@ class Session:
             self.channels[number] = Channel(self, number)
             self.conn.send_method(number, spec.ChannelOpenOk())
             return
-        channel = self._channel(number)
+        channel = self.channels.get(number)
+        if channel is None:  # closed by this session earlier in the same read: dropped
+            return
         handler = _HANDLERS.get(type(method))
         if handler is None:
             raise ConnectionError(

@@ -12,13 +12,12 @@ Sans-IO fuzzing of ``Session.receive_data`` (no sockets, no clock). Three proper
 3. Every message the well-behaved session publishes is delivered to it exactly once, in order, or
    is still in its queue.
 
-Crashes already found (and three non-crash defects: malformed properties forwarded to consumers,
-frames lost or stuck around a frame error) are pinned by strict-xfail regression tests at the end
-of the file, each with ``raises=`` so it only counts when it fails the known way. The
-fuzzers recognise those known crashes (``_known_crash``) so they keep looking for new ones: a known
-crash retires the fuzzed connection (EOF) and, in the state machine, a fresh one takes its place.
-When a bug is fixed its regression test XPASSes (strict: fails); remove the xfail marker and its
-entry in ``_KNOWN_CRASHES`` together.
+The crashes and defects these fuzzers found (a publish pipelined after its channel closed, reply
+texts over 255 bytes, a non-UTF-8 alternate-exchange, a malformed headers table forwarded to
+consumers, frames lost or stuck around a frame error) are fixed and kept as regression tests at
+the end of the file. Should a new crash be found before it is fixed, list it in
+``_KNOWN_CRASHES`` (by where it is raised) so the fuzzers keep searching past it, and pin it with
+a strict-xfail regression test.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -50,7 +48,6 @@ from router.amqp.constants import (
     FRAME_METHOD,
     REPLY_NAMES,
 )
-from router.amqp.errors import FrameError
 from router.amqp.frames import FrameReader, content_frames, encode_frame, method_frame
 from router.amqp.properties import (
     F_HEADERS,
@@ -82,14 +79,7 @@ GOOD_QUEUE = "good-queue"
 
 # (exception type, file suffix, function) where each known crash is raised; each one has a
 # strict-xfail regression test below.
-_KNOWN_CRASHES = {
-    # A Publish event pipelined after something that closed its channel in the same read.
-    (KeyError, "router/broker/session.py", "_publish"): "publish-after-channel-closed",
-    # A reply text of <= 255 characters but > 255 UTF-8 bytes (multi-byte names in errors).
-    (ValueError, "router/amqp/spec.py", "_shortstr"): "reply-text-over-255-bytes",
-    # alternate-exchange given as a longstr that is not valid UTF-8.
-    (UnicodeDecodeError, "router/broker/exchanges/base.py", "__init__"): "alternate-exchange-utf8",
-}
+_KNOWN_CRASHES: dict[tuple[type[BaseException], str, str], str] = {}
 
 
 def _known_crash(error: BaseException) -> str | None:
@@ -962,12 +952,6 @@ def _open_client(broker: Broker | None = None) -> FakeClient:
     return client
 
 
-@pytest.mark.xfail(
-    reason="KeyError in Session._publish (session.py:269): a Publish pipelined after a channel "
-    "error in the same read finds its channel gone",
-    raises=KeyError,
-    strict=True,
-)
 def test_a_publish_pipelined_after_a_channel_error_is_dropped_without_a_crash() -> None:
     client = _open_client()
     client.send(
@@ -978,12 +962,6 @@ def test_a_publish_pipelined_after_a_channel_error_is_dropped_without_a_crash() 
     assert client.connection_close() is None
 
 
-@pytest.mark.xfail(
-    reason="KeyError in Session._publish (session.py:269): a Publish pipelined after the "
-    "client's own channel.close in the same read",
-    raises=KeyError,
-    strict=True,
-)
 def test_a_publish_pipelined_after_channel_close_is_dropped_without_a_crash() -> None:
     client = _open_client()
     client.declare_queue(1, "q")
@@ -992,12 +970,6 @@ def test_a_publish_pipelined_after_channel_close_is_dropped_without_a_crash() ->
     assert client.connection_close() is None
 
 
-@pytest.mark.xfail(
-    reason="ValueError in spec._shortstr (spec.py:701) via ServerConnection.close_channel: "
-    "reply text is cut at 255 characters, not 255 bytes",
-    raises=ValueError,
-    strict=True,
-)
 def test_a_channel_close_naming_a_multibyte_queue_fits_its_reply_text_in_255_bytes() -> None:
     client = _open_client()
     client.call(1, spec.QueueDeclare(queue="é" * 127, passive=True))
@@ -1006,12 +978,6 @@ def test_a_channel_close_naming_a_multibyte_queue_fits_its_reply_text_in_255_byt
     assert len(close.reply_text.encode("utf-8")) <= 255
 
 
-@pytest.mark.xfail(
-    reason="ValueError in spec._shortstr (spec.py:701) via ServerConnection.close: "
-    "connection.close reply text is cut at 255 characters, not 255 bytes",
-    raises=ValueError,
-    strict=True,
-)
 def test_a_connection_close_naming_a_multibyte_exchange_type_fits_in_255_bytes() -> None:
     client = _open_client()
     client.call(1, spec.ExchangeDeclare(exchange="x", type="é" * 127))
@@ -1020,12 +986,6 @@ def test_a_connection_close_naming_a_multibyte_exchange_type_fits_in_255_bytes()
     assert len(close.reply_text.encode("utf-8")) <= 255
 
 
-@pytest.mark.xfail(
-    reason="UnicodeDecodeError in Exchange.__init__ (exchanges/base.py:75): alternate-exchange "
-    "as a longstr that is not UTF-8",
-    raises=UnicodeDecodeError,
-    strict=True,
-)
 def test_an_alternate_exchange_argument_that_is_not_utf8_does_not_crash() -> None:
     client = _open_client()
     arguments = FieldTable()
@@ -1035,12 +995,6 @@ def test_an_alternate_exchange_argument_that_is_not_utf8_does_not_crash() -> Non
     assert client.connection_close() is None
 
 
-@pytest.mark.xfail(
-    reason="scan() checks only the headers table's length prefix, so a malformed table is "
-    "queued and forwarded: the consuming client cannot decode the properties",
-    raises=FrameError,
-    strict=True,
-)
 def test_a_message_with_a_malformed_headers_table_never_reaches_another_client() -> None:
     broker = make_broker()
     consumer = _open_client(broker)
@@ -1062,12 +1016,6 @@ def test_a_message_with_a_malformed_headers_table_never_reaches_another_client()
             decode_properties(decode_content_header(payload)[2])  # what any client does
 
 
-@pytest.mark.xfail(
-    reason="FrameReader.read_frames raises on the bad frame before returning the good frames "
-    "read with it, so a publish sent before it in the same read is dropped",
-    raises=AssertionError,
-    strict=True,
-)
 def test_frames_before_a_frame_error_in_the_same_read_are_still_processed() -> None:
     client = _open_client()
     client.declare_queue(1, "q")
@@ -1077,12 +1025,6 @@ def test_frames_before_a_frame_error_in_the_same_read_are_still_processed() -> N
     assert client.broker.vhosts["/"].queues["q"].message_count == 1, "the publish was dropped"
 
 
-@pytest.mark.xfail(
-    reason="after a frame error the bad bytes stay buffered and fail every later read, so the "
-    "client's connection.close-ok is never seen and the connection lingers until CLOSE_TIMEOUT",
-    raises=AssertionError,
-    strict=True,
-)
 def test_the_close_ok_after_a_frame_error_ends_the_connection() -> None:
     client = _open_client()
     client.send(encode_frame(FRAME_METHOD, 0, b"\x00\x0a")[:-1] + b"\x00")  # bad frame end

@@ -492,10 +492,10 @@ async def test_internal_error_closes_only_that_connection_with_541(
 ) -> None:
     original = Session._publish
 
-    def broken_publish(self: Session, event: object) -> None:
+    def broken_publish(self: Session, channel: object, event: object) -> None:
         if getattr(event, "routing_key", "") == "boom":
             raise RuntimeError("injected bug")
-        original(self, event)  # type: ignore[arg-type]
+        original(self, channel, event)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Session, "_publish", broken_publish)
     bad, good = await connect(), await connect()

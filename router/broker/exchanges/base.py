@@ -71,13 +71,9 @@ class Exchange:
         self.bindings: dict[tuple[int, str, bytes], Binding] = {}
         self.exchange_bindings = 0  # bindings whose destination is an exchange
         alternate = self.arguments.get("alternate-exchange")
-        self.alternate_exchange: str | None = (
-            alternate.decode()
-            if isinstance(alternate, bytes)
-            else alternate
-            if isinstance(alternate, str)
-            else None
-        )
+        if isinstance(alternate, bytes):
+            alternate = alternate.decode("utf-8", "replace")
+        self.alternate_exchange: str | None = alternate if isinstance(alternate, str) else None
         self.published_in = 0
         self.routed_out = 0
         self.unroutable = 0
