@@ -154,6 +154,51 @@ def _priority(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
     _non_negative(key, tag, value, name, vhost)
     if value > _MAX_PRIORITY:
         raise _invalid(key, name, vhost, f"{{max_value_exceeded,{value}}}")
+    if value == 0:
+        # RabbitMQ takes 0 and builds a plain queue; a priority queue with one level is a mistake
+        raise _invalid(
+            key,
+            name,
+            vhost,
+            "0 is not a priority queue; use 1 to 255 (255 levels cost what 10 do), or leave "
+            "the argument out for a plain queue",
+        )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _retry_backoff(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    example = "e.g. {initial: 1000, multiplier: 2, max: 60000, jitter: 0.1}"
+    if tag != "F" or not isinstance(value, dict):
+        raise _invalid(key, name, vhost, f"expected a table, {example}")
+    unknown = sorted(set(value) - {"initial", "multiplier", "max", "jitter"})
+    if unknown:
+        raise _invalid(
+            key,
+            name,
+            vhost,
+            f"unknown key '{unknown[0]}'; allowed: initial, multiplier, max, jitter ({example})",
+        )
+    initial = _number(value.get("initial"))
+    if initial is None or initial <= 0:
+        raise _invalid(
+            key, name, vhost, f"'initial' must be a positive number of milliseconds ({example})"
+        )
+    multiplier = _number(value.get("multiplier", 1))
+    if multiplier is None or multiplier < 1:
+        raise _invalid(key, name, vhost, f"'multiplier' must be a number >= 1 ({example})")
+    maximum = _number(value.get("max", initial))
+    if maximum is None or maximum < initial:
+        raise _invalid(
+            key, name, vhost, f"'max' must be a number of milliseconds >= 'initial' ({example})"
+        )
+    jitter = _number(value.get("jitter", 0))
+    if jitter is None or not 0 <= jitter <= 1:
+        raise _invalid(key, name, vhost, f"'jitter' must be a number from 0 to 1 ({example})")
 
 
 def _string(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
@@ -195,6 +240,11 @@ QUEUE_ARGUMENT_CHECKS = {
     "x-queue-mode": _choice("default", "lazy", reason="invalid_queue_mode"),
     "x-delivery-limit": _non_negative,
     "x-single-active-consumer": _boolean,
+    "x-retry-backoff": _retry_backoff,
+    "x-consumer-timeout": _positive,
+    "x-message-deduplication": _boolean,
+    "x-cache-size": _positive,
+    "x-cache-ttl": _positive,
 }
 
 
@@ -204,3 +254,77 @@ def validate_queue_arguments(arguments: FieldTable, name: str, vhost: str) -> No
         if key in arguments:
             tag, value = arguments.typed(key)
             check(key, tag, value, name, vhost)
+
+
+# --- parsed options -------------------------------------------------------------------------------
+
+
+def _int_arg(arguments: FieldTable, key: str) -> int | None:
+    value = arguments.get(key)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_arg(arguments: FieldTable, key: str) -> str | None:
+    value = arguments.get(key)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+class QueueOptions:
+    """A queue's behaviour, read once from its (validated) arguments."""
+
+    __slots__ = (
+        "consumer_timeout",
+        "dead_letter_exchange",
+        "dead_letter_routing_key",
+        "deduplication",
+        "delivery_limit",
+        "expires",
+        "max_length",
+        "max_length_bytes",
+        "max_priority",
+        "message_ttl",
+        "overflow",
+        "retry_initial",
+        "retry_jitter",
+        "retry_max",
+        "retry_multiplier",
+        "single_active_consumer",
+    )
+
+    def __init__(self, arguments: FieldTable) -> None:
+        self.max_priority = _int_arg(arguments, "x-max-priority")
+        self.message_ttl = _int_arg(arguments, "x-message-ttl")
+        self.expires = _int_arg(arguments, "x-expires")
+        self.dead_letter_exchange = _str_arg(arguments, "x-dead-letter-exchange")
+        self.dead_letter_routing_key = _str_arg(arguments, "x-dead-letter-routing-key")
+        self.max_length = _int_arg(arguments, "x-max-length")
+        self.max_length_bytes = _int_arg(arguments, "x-max-length-bytes")
+        self.overflow = _str_arg(arguments, "x-overflow") or "drop-head"
+        self.delivery_limit = _int_arg(arguments, "x-delivery-limit")
+        self.consumer_timeout = _int_arg(arguments, "x-consumer-timeout")
+        self.single_active_consumer = arguments.get("x-single-active-consumer") is True
+        self.deduplication = arguments.get("x-message-deduplication") is True
+        backoff = arguments.get("x-retry-backoff")
+        self.retry_initial: float | None = None
+        self.retry_multiplier = 1.0
+        self.retry_max = 0.0
+        self.retry_jitter = 0.0
+        if isinstance(backoff, dict):
+            initial = _number(backoff.get("initial")) or 1.0
+            self.retry_initial = initial
+            self.retry_multiplier = _number(backoff.get("multiplier", 1)) or 1.0
+            self.retry_max = _number(backoff.get("max", initial)) or initial
+            self.retry_jitter = _number(backoff.get("jitter", 0)) or 0.0
+
+    @property
+    def limited(self) -> bool:
+        return self.max_length is not None or self.max_length_bytes is not None
+
+    def retry_delay(self, failures: int, random: float) -> float:
+        """Seconds to hold a message back after its ``failures``-th failed delivery: initial ×
+        multiplier^(failures-1), capped at max, minus up to ``jitter`` of it at random."""
+        assert self.retry_initial is not None
+        delay = min(self.retry_max, self.retry_initial * self.retry_multiplier ** (failures - 1))
+        return delay * (1 - self.retry_jitter * random) / 1000.0

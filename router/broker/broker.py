@@ -7,13 +7,15 @@ unit test.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from router import __version__
 from router.amqp.tables import FieldTable
-from router.broker.ports import IdSource, RandomIds
+from router.broker.ports import Clock, IdSource, RandomIds, RandomSource
 from router.broker.queues import Queue
+from router.broker.timeindex import TimeIndex, Timer
 from router.broker.vhost import VirtualHost
 
 if TYPE_CHECKING:
@@ -47,9 +49,23 @@ CAPABILITIES = (
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig | None = None, ids: IdSource | None = None) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig | None = None,
+        ids: IdSource | None = None,
+        *,
+        clock: Clock | None = None,
+        random: RandomSource | None = None,
+    ) -> None:
         self.config = config or BrokerConfig()
         self.ids: IdSource = ids or RandomIds()
+        self.clock = clock if clock is not None else Clock()
+        self._random = random
+        # when each queue next needs a tick (TTL, scheduled messages, leases, x-expires)
+        self._queue_timers: TimeIndex[Queue] = TimeIndex()
+        self._queue_timer: dict[Queue, Timer[Queue]] = {}
+        # the runtime's hook: a deadline earlier than any before was scheduled (wake the timer)
+        self.on_earlier_deadline: Callable[[float], None] = lambda deadline: None
         self.users: dict[str, str] = dict(self.config.users)
         self.vhosts: dict[str, VirtualHost] = {}
         for name in self.config.vhosts:
@@ -60,9 +76,36 @@ class Broker:
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = self.vhosts[name] = VirtualHost(name, self.ids)
+            vhost = self.vhosts[name] = VirtualHost(
+                name, self.ids, clock=self.clock, scheduler=self.schedule, random=self._random
+            )
             vhost.on_queue_deleted = self._queue_deleted
         return vhost
+
+    # --- time ----------------------------------------------------------------------------------
+
+    def schedule(self, queue: Queue, deadline: float | None) -> None:
+        """Queue ``queue`` for a tick at ``deadline`` (None: it needs none)."""
+        old = self._queue_timer.pop(queue, None)
+        if old is not None:
+            self._queue_timers.cancel(old)
+        if deadline is None:
+            return
+        earliest = self._queue_timers.next_deadline()
+        self._queue_timer[queue] = self._queue_timers.add(deadline, queue)
+        if earliest is None or deadline < earliest:
+            self.on_earlier_deadline(deadline)
+
+    def next_deadline(self) -> float | None:
+        return self._queue_timers.next_deadline()
+
+    def tick(self, now: float) -> None:
+        """Run every queue deadline due at ``now`` (message TTL, scheduled delivery, ...)."""
+        self.clock.now = now
+        for queue in self._queue_timers.pop_due(now):
+            if self._queue_timer.get(queue) is not None and self._queue_timer[queue].cancelled:
+                del self._queue_timer[queue]
+            queue.tick(now)
 
     def authenticate(self, user: str, password: str) -> bool:
         expected = self.users.get(user)

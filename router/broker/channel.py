@@ -35,6 +35,7 @@ class Consumer:
         "queue",
         "tag",
         "tag_raw",
+        "timeout",
         "unacked",
     )
 
@@ -48,6 +49,7 @@ class Consumer:
         exclusive: bool,
         priority: int,
         prefetch: int,
+        timeout: int | None = None,
     ) -> None:
         self.channel = channel
         self.queue = queue
@@ -57,6 +59,7 @@ class Consumer:
         self.exclusive = exclusive
         self.priority = priority
         self.prefetch = prefetch
+        self.timeout = timeout  # x-consumer-timeout (ms) of the consume, over the queue's
         self.unacked = 0
 
     def __repr__(self) -> str:
@@ -74,6 +77,9 @@ class Consumer:
 
     def deliver(self, queue: Queue, entry: QueuedMessage) -> None:
         self.channel.deliver(self, queue, entry)
+
+    def lease_expired(self, queue: Queue, entry: QueuedMessage) -> None:
+        self.channel.lease_expired(self, queue, entry)
 
 
 class Channel:
@@ -108,6 +114,10 @@ class Channel:
         message = entry.message
         session = self.session
         number = self.number
+        entry.delivery_tag = tag
+        header_payload = message.header_payload
+        if entry.delivery_count > 1 and queue.options.delivery_limit is not None:
+            header_payload = message.header_with("x-delivery-count", entry.delivery_count - 1)
         session.write(
             fastpath.deliver_message(
                 number,
@@ -115,7 +125,7 @@ class Channel:
                 tag,
                 entry.redelivered,
                 message.exchange_rk,
-                message.header_payload,
+                header_payload,
                 message.body,
                 session.frame_max,
             )
@@ -135,12 +145,16 @@ class Channel:
             return False
         tag = self.next_tag
         self.next_tag = tag + 1
+        entry.delivery_tag = tag
         message = entry.message
+        header_payload = message.header_payload
+        if queue.options.delivery_limit is not None:  # RabbitMQ shows the count on every get
+            header_payload = message.header_with("x-delivery-count", entry.delivery_count - 1)
         session.write(
             fastpath.get_ok_frame(
                 number, tag, entry.redelivered, message.exchange_rk, queue.message_count
             )
-            + fastpath.content_tail(number, message.header_payload, message.body, session.frame_max)
+            + fastpath.content_tail(number, header_payload, message.body, session.frame_max)
         )
         if not no_ack:
             self.unacked[tag] = (entry, queue, None)
@@ -222,15 +236,29 @@ class Channel:
         return [(tag, self.unacked.pop(tag)) for tag in tags]
 
     def _settle(self, records: list[Unacked], requeue: bool) -> None:
-        if not requeue:
-            for entry, queue, _consumer in records:
-                queue.ack(entry)
-            return
+        """nack / reject: back to the queues (requeue) or dead-lettered as rejected."""
         by_queue: dict[Queue, list[QueuedMessage]] = {}
         for entry, queue, _consumer in records:
             by_queue.setdefault(queue, []).append(entry)
         for queue, entries in by_queue.items():
-            queue.requeue(entries)
+            if requeue:
+                queue.requeue(entries)
+            else:
+                queue.reject(entries)
+
+    def lease_expired(self, consumer: Consumer, queue: Queue, entry: QueuedMessage) -> None:
+        """A delivery outlived its consumer timeout: the message goes back to its queue and the
+        consumer is cancelled (a server basic.cancel), the channel lives on."""
+        record = self.unacked.get(entry.delivery_tag)
+        if record is None or record[0] is not entry:
+            return
+        del self.unacked[entry.delivery_tag]
+        self._release([record])
+        queue.requeue([entry])
+        if self.consumers.get(consumer.tag) is consumer:
+            queue.remove_consumer(consumer)
+            self.session.cancel_by_server(consumer)
+        queue.dispatch()
 
     def _resume(self, records: list[Unacked]) -> None:
         """Credit was freed: let the queues this channel consumes from deliver again."""

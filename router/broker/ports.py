@@ -30,3 +30,26 @@ class CountingIds:
     def token(self) -> str:
         self._n += 1
         return f"t{self._n}"
+
+
+class Clock:
+    """The broker's notion of now, set by whoever drives the model (the runtime before each step,
+    tests by hand). ``now`` is monotonic seconds; ``wall_offset`` turns it into Unix time, for the
+    few things that must be wall-clock (x-death ``time``, ``x-deliver-at``). The model reads
+    these values; it never reads a real clock."""
+
+    __slots__ = ("now", "wall_offset")
+
+    def __init__(self, now: float = 0.0, wall_offset: float = 0.0) -> None:
+        self.now = now
+        self.wall_offset = wall_offset
+
+    def wall(self) -> float:
+        """Unix time in seconds."""
+        return self.now + self.wall_offset
+
+
+class RandomSource(Protocol):
+    def random(self) -> float:
+        """A float in [0, 1) (retry jitter)."""
+        ...

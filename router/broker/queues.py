@@ -1,41 +1,154 @@
-"""Queues: the ready index, consumers and dispatch.
+"""Queues: the ready index, deadlines, limits, consumers and dispatch.
 
-Ready messages sit in a deque in publish order. A message requeued (reject, nack, recover, channel
-close) goes back to its *original* position, as RabbitMQ does: requeued entries wait in a small
-sorted list keyed by their sequence number, and the next message is whichever head is older. So the
-common path stays O(1) and a requeue costs O(log n).
+Ready index. One level per priority (``x-max-priority``; a plain queue has one level). Each level
+is a deque in publish order plus a sorted side list for messages requeued to their *original*
+position, as RabbitMQ does; the next message of a level is whichever head is older. A bit mask of
+non-empty levels finds the highest in O(1), so 255 levels cost what 10 do. A message removed from
+the middle (expired) is marked GONE and skipped when it reaches a head; heads are compacted at once
+and the whole index is rebuilt when stale entries outnumber live ones.
 
-Consumers are grouped by ``x-priority`` (highest first); within a level they take turns
-(round-robin). A consumer takes a message only when its channel allows (prefetch, flow, output
-buffer); lower levels get messages only when every higher consumer is full (RabbitMQ's consumer
-priorities).
+Deadlines. One time index per queue holds message TTLs (a message expires at its deadline wherever
+it sits, not only at the head as in RabbitMQ), scheduled and backed-off messages becoming visible,
+consumer leases and the queue's own ``x-expires``. The queue tells its host the earliest deadline;
+the host calls ``tick(now)``.
+
+Time is read from the host's ``Clock``, which the runtime (or a test) sets; the queue never reads a
+real clock.
+
+Consumers are grouped by ``x-priority`` (highest first) and take turns within a level; lower levels
+get messages only when every higher consumer is full (RabbitMQ's consumer priorities). With
+``x-single-active-consumer`` only the earliest remaining consumer gets messages.
 """
 
 from __future__ import annotations
 
+import random as _random
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sortedcontainers import SortedList
 
 from router.amqp.tables import FieldTable
-from router.broker.message import Message, QueuedMessage
+from router.broker.arguments import QueueOptions
+from router.broker.deadletter import DELIVERY_LIMIT, EXPIRED, MAXLEN, REJECTED
+from router.broker.message import GONE, READY, UNACKED, WAITING, Message, QueuedMessage
+from router.broker.ports import Clock
+from router.broker.timeindex import TimeIndex, Timer
 
 if TYPE_CHECKING:
     from router.broker.channel import Consumer
+
+# kinds of queue timers
+_EXPIRE = 0  # a ready message's TTL
+_DUE = 1  # a scheduled or backed-off message becomes ready
+_LEASE = 2  # an unacked delivery's consumer timeout
+_IDLE = 3  # x-expires: the queue has been unused this long
+
+_COMPACT_MIN = 1024
+
+
+class QueueHost(Protocol):
+    """What a queue needs from its virtual host."""
+
+    clock: Clock
+
+    def random(self) -> float: ...
+
+    def schedule(self, queue: Queue, deadline: float | None) -> None:
+        """The queue's earliest deadline changed (None: it has none)."""
+
+    def dead_letter(self, queue: Queue, entries: list[QueuedMessage], reason: str) -> None:
+        """Route these messages, already removed from ``queue``, to its dead-letter exchange."""
+
+    def lease_expired(self, queue: Queue, entry: QueuedMessage) -> None:
+        """An unacked delivery outlived its consumer timeout."""
+
+    def queue_expired(self, queue: Queue) -> None:
+        """``x-expires``: the queue was unused for its whole expiry time."""
+
+
+class DetachedHost:
+    """A host for a queue outside a virtual host (tests): no dead-lettering, manual ticks."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.dead: list[tuple[str, QueuedMessage]] = []
+        self.deadline: float | None = None
+        self.expired_queues: list[Queue] = []
+
+    def random(self) -> float:
+        return _random.random()
+
+    def schedule(self, queue: Queue, deadline: float | None) -> None:
+        self.deadline = deadline
+
+    def dead_letter(self, queue: Queue, entries: list[QueuedMessage], reason: str) -> None:
+        self.dead.extend((reason, entry) for entry in entries)
+
+    def lease_expired(self, queue: Queue, entry: QueuedMessage) -> None:
+        consumer = entry.consumer
+        if consumer is not None and hasattr(consumer, "lease_expired"):
+            consumer.lease_expired(queue, entry)
+
+    def queue_expired(self, queue: Queue) -> None:
+        self.expired_queues.append(queue)
 
 
 class QueueStats:
     """Cheap counters; the management API reads them."""
 
-    __slots__ = ("acked", "delivered", "published", "redelivered")
+    __slots__ = (
+        "acked",
+        "dead_lettered",
+        "delivered",
+        "duplicates",
+        "expired",
+        "published",
+        "redelivered",
+        "rejected_publishes",
+    )
 
     def __init__(self) -> None:
         self.published = 0
         self.delivered = 0
         self.redelivered = 0
         self.acked = 0
+        self.expired = 0
+        self.dead_lettered: dict[str, int] = {}
+        self.rejected_publishes = 0
+        self.duplicates = 0
+
+
+class _Level:
+    """One priority level: publish-order deque plus requeued entries by original position."""
+
+    __slots__ = ("ready", "requeued")
+
+    def __init__(self) -> None:
+        self.ready: deque[QueuedMessage] = deque()
+        self.requeued: SortedList = SortedList()
+
+    def add(self, entry: QueuedMessage) -> None:
+        ready = self.ready
+        if not ready or entry.seq > ready[-1].seq:
+            ready.append(entry)
+        else:
+            self.requeued.add(entry)
+
+    def pop(self) -> QueuedMessage | None:
+        """The oldest entry of the level (GONE ones included: the caller skips them)."""
+        ready = self.ready
+        requeued = self.requeued
+        if requeued and (not ready or requeued[0].seq < ready[0].seq):
+            entry: QueuedMessage = requeued.pop(0)
+            return entry
+        if ready:
+            return ready.popleft()
+        return None
+
+    def entries(self) -> list[QueuedMessage]:
+        return sorted([*self.ready, *self.requeued], key=lambda e: e.seq)
 
 
 class Queue:
@@ -50,6 +163,7 @@ class Queue:
         exclusive_owner: object | None = None,
         auto_delete: bool = False,
         arguments: FieldTable | None = None,
+        host: QueueHost | None = None,
     ) -> None:
         self.name = name
         self.vhost = vhost
@@ -57,22 +171,36 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = arguments if arguments is not None else FieldTable()
-        self._ready: deque[QueuedMessage] = deque()
-        self._requeued: SortedList = SortedList()
+        self.options = QueueOptions(self.arguments)
+        self.host: QueueHost = host if host is not None else DetachedHost()
+        self.clock = self.host.clock
+        levels = (self.options.max_priority or 0) + 1
+        self._levels: list[_Level | None] = [None] * levels
+        self._mask = 0
         self._seq = 0
+        self.ready_count = 0
         self.ready_bytes = 0
         self.unacked = 0
-        # consumer levels: priority -> deque of consumers, levels ordered highest first
-        self._levels: dict[int, deque[Consumer]] = {}
-        self._level_order: list[int] = []
+        self.waiting = 0  # scheduled or backing off: counted, not yet visible
+        self._gone = 0  # stale entries still sitting in level deques
+        self._timers: TimeIndex[tuple[int, QueuedMessage | None]] = TimeIndex()
+        self._wake_at: float | None = None
+        self.last_used = self.clock.now
+        # consumers: priority -> deque, levels ordered highest first
+        self._consumer_levels: dict[int, deque[Consumer]] = {}
+        self._consumer_order: list[int] = []
+        self._joined: list[Consumer] = []  # in the order they subscribed (single active)
         self.consumer_count = 0
         self.exclusive_consumer: Consumer | None = None
         self.had_consumers = False
         self.deleted = False
+        self._dedup: dict[object, int] = {}  # x-message-deduplication: key -> copies held
         self.stats = QueueStats()
+        if self.options.expires is not None:
+            self._add_timer(self.last_used + self.options.expires / 1000, _IDLE, None)
 
     def __repr__(self) -> str:
-        return f"<Queue {self.name!r} ready={self.message_count} unacked={self.unacked}>"
+        return f"<Queue {self.name!r} ready={self.ready_count} unacked={self.unacked}>"
 
     @property
     def exclusive(self) -> bool:
@@ -81,39 +209,124 @@ class Queue:
     @property
     def message_count(self) -> int:
         """Ready messages (what queue.declare-ok and basic.get-ok report)."""
-        return len(self._ready) + len(self._requeued)
+        return self.ready_count
+
+    # --- deadlines -----------------------------------------------------------------------------
+
+    def _add_timer(
+        self, deadline: float, kind: int, entry: QueuedMessage | None
+    ) -> Timer[tuple[int, QueuedMessage | None]]:
+        timer = self._timers.add(deadline, (kind, entry))
+        if self._wake_at is None or deadline < self._wake_at:
+            self._wake_at = deadline
+            self.host.schedule(self, deadline)
+        return timer
+
+    def next_deadline(self) -> float | None:
+        return self._timers.next_deadline()
+
+    def tick(self, now: float) -> None:
+        """Do what is due at ``now``: expire, make scheduled messages visible, end leases."""
+        expired: list[QueuedMessage] = []
+        due: list[QueuedMessage] = []
+        leases: list[QueuedMessage] = []
+        idle = False
+        for kind, entry in self._timers.pop_due(now):
+            if kind == _EXPIRE:
+                assert entry is not None
+                if entry.state == READY:
+                    entry.timer = None
+                    self._remove_ready(entry)
+                    expired.append(entry)
+            elif kind == _DUE:
+                assert entry is not None
+                if entry.state == WAITING:
+                    entry.timer = None
+                    self.waiting -= 1
+                    due.append(entry)
+            elif kind == _LEASE:
+                assert entry is not None
+                if entry.state == UNACKED:
+                    entry.lease = None
+                    leases.append(entry)
+            else:
+                idle = True
+        self._wake_at = None
+        if expired:
+            self._expire(expired)
+        for entry in due:
+            self._make_ready(entry)
+        for entry in leases:
+            self.host.lease_expired(self, entry)
+        if due:
+            self.dispatch()
+        if idle and not self.deleted:
+            self._check_idle(now)
+        if not self.deleted:
+            following = self._timers.next_deadline()
+            self._wake_at = following
+            self.host.schedule(self, following)
+
+    def _check_idle(self, now: float) -> None:
+        expires = self.options.expires
+        assert expires is not None
+        if self.consumer_count:
+            return  # re-armed when the last consumer leaves
+        deadline = self.last_used + expires / 1000
+        if now >= deadline:
+            self.host.queue_expired(self)
+        else:
+            self._timers.add(deadline, (_IDLE, None))
+
+    def touch(self) -> None:
+        """Used now (declare, get, consumer leaving): restart the x-expires countdown."""
+        self.last_used = self.clock.now
+        if self.options.expires is not None and not self.consumer_count:
+            self._add_timer(self.last_used + self.options.expires / 1000, _IDLE, None)
 
     # --- consumers -----------------------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer) -> None:
-        level = self._levels.get(consumer.priority)
+        level = self._consumer_levels.get(consumer.priority)
         if level is None:
-            level = self._levels[consumer.priority] = deque()
-            self._level_order = sorted(self._levels, reverse=True)
+            level = self._consumer_levels[consumer.priority] = deque()
+            self._consumer_order = sorted(self._consumer_levels, reverse=True)
         level.append(consumer)
+        self._joined.append(consumer)
         self.consumer_count += 1
         self.had_consumers = True
         if consumer.exclusive:
             self.exclusive_consumer = consumer
 
     def remove_consumer(self, consumer: Consumer) -> None:
-        level = self._levels.get(consumer.priority)
+        level = self._consumer_levels.get(consumer.priority)
         if level is None or consumer not in level:
             return
         level.remove(consumer)
+        self._joined.remove(consumer)
         if not level:
-            del self._levels[consumer.priority]
-            self._level_order = sorted(self._levels, reverse=True)
+            del self._consumer_levels[consumer.priority]
+            self._consumer_order = sorted(self._consumer_levels, reverse=True)
         self.consumer_count -= 1
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
+        if not self.consumer_count:
+            self.touch()
 
     def consumers(self) -> list[Consumer]:
-        return [c for p in self._level_order for c in self._levels[p]]
+        return [c for p in self._consumer_order for c in self._consumer_levels[p]]
+
+    @property
+    def active_consumer(self) -> Consumer | None:
+        """With single active consumer: the one that gets messages."""
+        return self._joined[0] if self._joined else None
 
     def _next_consumer(self) -> Consumer | None:
-        for priority in self._level_order:
-            level = self._levels[priority]
+        if self.options.single_active_consumer:
+            active = self._joined[0] if self._joined else None
+            return active if active is not None and active.can_take() else None
+        for priority in self._consumer_order:
+            level = self._consumer_levels[priority]
             for _ in range(len(level)):
                 consumer = level[0]
                 level.rotate(-1)
@@ -121,107 +334,354 @@ class Queue:
                     return consumer
         return None
 
-    # --- messages ------------------------------------------------------------------------------
+    # --- the ready index -----------------------------------------------------------------------
 
-    def publish(self, message: Message) -> None:
-        """Enqueue a routed message and hand it to a consumer if one can take it now."""
+    def _insert(self, entry: QueuedMessage) -> None:
+        level_no = entry.level
+        level = self._levels[level_no]
+        if level is None:
+            level = self._levels[level_no] = _Level()
+        level.add(entry)
+        self._mask |= 1 << level_no
+        entry.state = READY
+        self.ready_count += 1
+        self.ready_bytes += len(entry.message.body)
+        if entry.expires_at is not None:
+            entry.timer = self._add_timer(entry.expires_at, _EXPIRE, entry)
+
+    def _pop_ready(self) -> QueuedMessage | None:
+        """Take the next ready message: highest priority level, oldest position in it."""
+        while self._mask:
+            level_no = self._mask.bit_length() - 1
+            level = self._levels[level_no]
+            assert level is not None
+            entry = level.pop()
+            if entry is None:
+                self._mask &= ~(1 << level_no)
+                continue
+            if entry.state == GONE:
+                self._gone -= 1
+                continue
+            self.ready_count -= 1
+            self.ready_bytes -= len(entry.message.body)
+            if entry.timer is not None:
+                self._timers.cancel(entry.timer)
+                entry.timer = None
+            return entry
+        return None
+
+    def _remove_ready(self, entry: QueuedMessage) -> None:
+        """Take a ready message out from wherever it sits (expiry)."""
+        entry.state = GONE
+        self.ready_count -= 1
+        self.ready_bytes -= len(entry.message.body)
+        if entry.timer is not None:
+            self._timers.cancel(entry.timer)
+            entry.timer = None
+        level = self._levels[entry.level]
+        assert level is not None
+        if level.requeued and entry in level.requeued:
+            level.requeued.remove(entry)
+            return
+        self._gone += 1
+        ready = level.ready
+        while ready and ready[0].state == GONE:
+            ready.popleft()
+            self._gone -= 1
+        if self._gone > _COMPACT_MIN and self._gone > self.ready_count:
+            self._compact()
+
+    def _compact(self) -> None:
+        for level in self._levels:
+            if level is not None:
+                level.ready = deque(e for e in level.ready if e.state != GONE)
+        self._gone = 0
+
+    def pop(self) -> QueuedMessage | None:
+        """The next deliverable message; expired ones met on the way are dead-lettered."""
+        now = self.clock.now
+        while True:
+            entry = self._pop_ready()
+            if entry is None:
+                return None
+            if entry.expires_at is not None and entry.expires_at <= now:
+                self._expire([entry])
+                continue
+            return entry
+
+    def ready_messages(self) -> list[QueuedMessage]:
+        """The ready messages in delivery order (for browsing and tests)."""
+        result: list[QueuedMessage] = []
+        for level in reversed(self._levels):
+            if level is not None:
+                result.extend(e for e in level.entries() if e.state == READY)
+        return result
+
+    # --- publishing ----------------------------------------------------------------------------
+
+    def _dedup_key(self, message: Message) -> object | None:
+        headers = message.headers
+        if headers is not None and "x-deduplication-header" in headers:
+            return ("h", str(headers["x-deduplication-header"]))
+        message_id = message.message_id
+        return ("m", message_id) if message_id is not None else None
+
+    def publish(self, message: Message) -> bool:
+        """Enqueue a routed message. False when the queue refuses it (``x-overflow``
+        reject-publish / reject-publish-dlx while full): the publisher gets a nack."""
+        options = self.options
+        self.stats.published += 1
+        key = None
+        if options.deduplication:
+            key = self._dedup_key(message)
+            if key is not None and key in self._dedup:
+                self.stats.duplicates += 1
+                return True  # dropped, and still confirmed (as the community plugin does)
+        if options.limited and options.overflow != "drop-head" and self._would_overflow(message):
+            self.stats.rejected_publishes += 1
+            if options.overflow == "reject-publish-dlx":
+                self._seq += 1
+                self._dead_letter([QueuedMessage(message, self._seq)], MAXLEN)
+            return False
         self._seq += 1
         entry = QueuedMessage(message, self._seq)
-        self.stats.published += 1
-        if self.consumer_count and not self._ready and not self._requeued:
+        if key is not None:
+            self._dedup[key] = self._dedup.get(key, 0) + 1
+            entry.consumer = None
+        max_priority = options.max_priority
+        if max_priority:
+            priority = message.priority or 0
+            entry.level = priority if priority <= max_priority else max_priority
+        now = self.clock.now
+        ttl = options.message_ttl
+        expiration = message.expiration_ms
+        if ttl is not None or expiration is not None:
+            if ttl is None or (expiration is not None and expiration < ttl):
+                ttl = expiration
+            assert ttl is not None
+            entry.expires_at = now + ttl / 1000
+        due = message.due_at
+        if due is not None and due > now:
+            entry.state = WAITING
+            self.waiting += 1
+            entry.timer = self._add_timer(due, _DUE, entry)
+            return True
+        self._make_ready(entry)
+        return True
+
+    def _would_overflow(self, message: Message) -> bool:
+        options = self.options
+        return (options.max_length is not None and self.ready_count + 1 > options.max_length) or (
+            options.max_length_bytes is not None
+            and self.ready_bytes + len(message.body) > options.max_length_bytes
+        )
+
+    def _make_ready(self, entry: QueuedMessage) -> None:
+        """A new (or newly due) message: straight to a consumer that can take it, else ready."""
+        if entry.expires_at is not None and entry.expires_at <= self.clock.now:
+            # TTL 0 (RabbitMQ): delivered only if a consumer can take it at once
+            consumer = (
+                self._next_consumer() if self.consumer_count and not self.ready_count else None
+            )
+            if consumer is None:
+                self._expire([entry])
+            else:
+                self._deliver(consumer, entry)
+            return
+        if self.consumer_count and not self.ready_count:
             consumer = self._next_consumer()
             if consumer is not None:
                 self._deliver(consumer, entry)
                 return
-        self._ready.append(entry)
-        self.ready_bytes += len(message.body)
+        self._insert(entry)
+        if self.options.limited:
+            self._drop_over_limit()
+
+    def _drop_over_limit(self) -> None:
+        """x-overflow drop-head: the oldest ready messages go (dead-lettered with maxlen)."""
+        options = self.options
+        dropped: list[QueuedMessage] = []
+        while self.ready_count and (
+            (options.max_length is not None and self.ready_count > options.max_length)
+            or (
+                options.max_length_bytes is not None and self.ready_bytes > options.max_length_bytes
+            )
+        ):
+            entry = self._pop_ready()
+            if entry is None:
+                break
+            dropped.append(entry)
+        if dropped:
+            self._dead_letter(dropped, MAXLEN)
+
+    # --- delivering ----------------------------------------------------------------------------
 
     def _deliver(self, consumer: Consumer, entry: QueuedMessage) -> None:
         entry.delivery_count += 1
         self.stats.delivered += 1
         if entry.redelivered:
             self.stats.redelivered += 1
-        if not consumer.no_ack:
-            self.unacked += 1
-        consumer.deliver(self, entry)
-
-    def pop(self) -> QueuedMessage | None:
-        """Take the next ready message (oldest position first), or None."""
-        ready = self._ready
-        requeued = self._requeued
-        if requeued and (not ready or requeued[0].seq < ready[0].seq):
-            entry: QueuedMessage = requeued.pop(0)
-        elif ready:
-            entry = ready.popleft()
+        if consumer.no_ack:
+            entry.state = GONE
+            self._release_key(entry)
         else:
-            return None
-        self.ready_bytes -= len(entry.message.body)
-        return entry
+            entry.state = UNACKED
+            entry.consumer = consumer
+            self.unacked += 1
+            timeout = (
+                consumer.timeout
+                if consumer.timeout is not None
+                else (self.options.consumer_timeout)
+            )
+            if timeout is not None:
+                entry.lease = self._add_timer(self.clock.now + timeout / 1000, _LEASE, entry)
+        consumer.deliver(self, entry)
 
     def get(self, no_ack: bool) -> QueuedMessage | None:
         """basic.get: the next message, counted as unacked unless ``no_ack``."""
+        self.touch()
         entry = self.pop()
         if entry is None:
             return None
         entry.delivery_count += 1
         self.stats.delivered += 1
-        if not no_ack:
+        if no_ack:
+            entry.state = GONE
+            self._release_key(entry)
+        else:
+            entry.state = UNACKED
+            entry.consumer = None
             self.unacked += 1
         return entry
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers while any can take one."""
-        if not self.consumer_count:
+        if not self.consumer_count or not self.ready_count:
             return
-        if self.consumer_count == 1 and not self._requeued:
-            # One consumer, messages in publish order (the common case): no rotation to do and
-            # no requeued head to compare, so hand over until it is full.
-            only = self._levels[self._level_order[0]][0]
-            ready = self._ready
-            while ready and only.can_take():
-                head = ready.popleft()
-                self.ready_bytes -= len(head.message.body)
-                self._deliver(only, head)
-            return
-        while self._ready or self._requeued:
+        now = self.clock.now
+        while self.ready_count:
             consumer = self._next_consumer()
             if consumer is None:
                 return
-            entry = self.pop()
-            assert entry is not None
+            entry = self._pop_ready()
+            if entry is None:
+                return
+            if entry.expires_at is not None and entry.expires_at <= now:
+                self._expire([entry])
+                continue
             self._deliver(consumer, entry)
 
-    def ack(self, entry: QueuedMessage) -> None:
-        """An unacked message was acked (or rejected without requeue): it leaves the queue."""
+    # --- settling ------------------------------------------------------------------------------
+
+    def _settle(self, entry: QueuedMessage) -> None:
         self.unacked -= 1
+        entry.consumer = None
+        if entry.lease is not None:
+            self._timers.cancel(entry.lease)
+            entry.lease = None
+
+    def _release_key(self, entry: QueuedMessage) -> None:
+        if self._dedup:
+            key = self._dedup_key(entry.message)
+            count = self._dedup.get(key, 0)
+            if count <= 1:
+                self._dedup.pop(key, None)
+            else:
+                self._dedup[key] = count - 1
+
+    def ack(self, entry: QueuedMessage) -> None:
+        """An unacked message was acked: it leaves the queue."""
+        self._settle(entry)
+        entry.state = GONE
         self.stats.acked += 1
+        self._release_key(entry)
+
+    def reject(self, entries: Iterable[QueuedMessage]) -> None:
+        """Rejected or nacked without requeue: dead-lettered with reason ``rejected`` (or
+        dropped when the queue has no dead-letter exchange)."""
+        rejected = []
+        for entry in entries:
+            self._settle(entry)
+            entry.state = GONE
+            rejected.append(entry)
+        if rejected and not self.deleted:
+            self._dead_letter(rejected, REJECTED)
 
     def requeue(self, entries: Iterable[QueuedMessage]) -> None:
-        """Put unacked messages back at their original positions, marked redelivered."""
-        if self.deleted:
-            return
+        """Unacked messages come back: to their original positions marked redelivered, or held
+        back by ``x-retry-backoff``, or dead-lettered past ``x-delivery-limit``."""
+        options = self.options
+        now = self.clock.now
+        over_limit: list[QueuedMessage] = []
+        expired: list[QueuedMessage] = []
+        returned = False
         for entry in entries:
-            self.unacked -= 1
+            self._settle(entry)
             entry.redelivered = True
-            self.ready_bytes += len(entry.message.body)
-            if not self._ready or entry.seq > self._ready[-1].seq:
-                self._ready.append(entry)
+            if self.deleted:
+                entry.state = GONE
+                continue
+            if options.delivery_limit is not None and entry.delivery_count > options.delivery_limit:
+                entry.state = GONE
+                over_limit.append(entry)
+            elif entry.expires_at is not None and entry.expires_at <= now:
+                entry.state = GONE
+                expired.append(entry)
+            elif options.retry_initial is not None:
+                entry.state = WAITING
+                self.waiting += 1
+                delay = options.retry_delay(entry.delivery_count, self.host.random())
+                entry.timer = self._add_timer(now + delay, _DUE, entry)
             else:
-                self._requeued.add(entry)
+                self._insert(entry)
+                returned = True
+        if over_limit:
+            self._dead_letter(over_limit, DELIVERY_LIMIT)
+        if expired:
+            self._expire(expired)
+        if returned and options.limited:
+            self._drop_over_limit()
+
+    # --- leaving the queue ---------------------------------------------------------------------
+
+    def _expire(self, entries: list[QueuedMessage]) -> None:
+        self.stats.expired += len(entries)
+        self._dead_letter(entries, EXPIRED)
+
+    def _dead_letter(self, entries: list[QueuedMessage], reason: str) -> None:
+        for entry in entries:
+            entry.state = GONE
+            self._release_key(entry)
+        if self.options.dead_letter_exchange is not None:
+            counts = self.stats.dead_lettered
+            counts[reason] = counts.get(reason, 0) + len(entries)
+            self.host.dead_letter(self, entries, reason)
 
     def purge(self) -> int:
         """Drop every ready message; unacked ones stay (AMQP 0-9-1 §1.7.2.7)."""
-        count = self.message_count
-        self._ready.clear()
-        self._requeued.clear()
+        count = self.ready_count
+        for level in self._levels:
+            if level is None:
+                continue
+            for entry in (*level.ready, *level.requeued):
+                if entry.state == READY:
+                    entry.state = GONE
+                    self._release_key(entry)
+                    if entry.timer is not None:
+                        self._timers.cancel(entry.timer)
+                        entry.timer = None
+        self._levels = [None] * len(self._levels)
+        self._mask = 0
+        self._gone = 0
+        self.ready_count = 0
         self.ready_bytes = 0
         return count
 
     def delete(self) -> int:
         count = self.purge()
         self.deleted = True
+        self.waiting = 0
+        self._timers = TimeIndex()
+        self._wake_at = None
+        self.host.schedule(self, None)
         return count
-
-    def ready_messages(self) -> list[QueuedMessage]:
-        """The ready messages in delivery order (for browsing and tests)."""
-        return sorted([*self._ready, *self._requeued], key=lambda e: e.seq)

@@ -39,7 +39,9 @@ from router.amqp.constants import (
 )
 from router.amqp.errors import AMQPError, ChannelError, ConnectionError
 from router.amqp.frames import method_frame
+from router.amqp.properties import decode_properties
 from router.amqp.tables import FieldTable
+from router.broker.arguments import TYPE_NAMES
 from router.broker.channel import Channel, Consumer
 from router.broker.message import Message
 from router.broker.queues import Queue
@@ -132,6 +134,7 @@ class Session:
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the socket (``b""`` at EOF): process every event in them."""
+        self.broker.clock.now = now
         self._handle(self.conn.receive_data(data, now))
 
     def _handle(self, events: list[Event]) -> None:
@@ -186,10 +189,25 @@ class Session:
             if channel.closed:
                 continue
             upto = channel.publish_seq
-            if upto > channel.confirmed_upto:
-                multiple = upto - channel.confirmed_upto > 1
-                channel.confirmed_upto = upto
-                self.write(fastpath.confirm_frame(channel.number, upto, multiple))
+            if upto <= channel.confirmed_upto:
+                continue
+            # acks coalesce into one (multiple) ack per run; a refused publish gets its own nack,
+            # as RabbitMQ sends them (ack 1, nack 2, nack 3, ...)
+            number = channel.number
+            start = channel.confirmed_upto
+            frames = []
+            for nacked in channel.nacked:
+                if nacked - 1 > start:
+                    frames.append(
+                        fastpath.confirm_frame(number, nacked - 1, nacked - 1 - start > 1)
+                    )
+                frames.append(fastpath.confirm_frame(number, nacked, False, ack=False))
+                start = nacked
+            if upto > start:
+                frames.append(fastpath.confirm_frame(number, upto, upto - start > 1))
+            channel.nacked = []
+            channel.confirmed_upto = upto
+            self.write(b"".join(frames))
         self._confirm_channels.clear()
 
     # --- errors and closing --------------------------------------------------------------------
@@ -287,9 +305,9 @@ class Session:
         if channel.tx:
             channel.tx_publishes.append(event)
             return
-        self._route(channel, event)
+        self._route(channel, event, channel.publish_seq)
 
-    def _route(self, channel: Channel, event: Publish) -> None:
+    def _route(self, channel: Channel, event: Publish, seq: int = 0) -> None:
         vhost = self.vhost
         assert vhost is not None
         # one unpack instead of ten NamedTuple attribute lookups
@@ -311,6 +329,16 @@ class Session:
         exchange = vhost.exchanges.get(exchange_name)
         if exchange is None:  # deleted between a tx publish and its commit
             return
+        cc: tuple[str, ...] = ()
+        bcc: tuple[str, ...] = ()
+        due_at = None
+        if headers is not None:
+            if "CC" in headers or "BCC" in headers:
+                cc, bcc, headers, properties = _sender_selected(headers, properties)
+                if bcc:
+                    header_payload = None  # the properties changed: re-encoded by Message
+            if exchange.TYPE == "x-delayed-message":
+                due_at = self._due_at(headers)
         message = Message(
             exchange_name,
             routing_key,
@@ -322,7 +350,13 @@ class Session:
             exchange_rk=exchange_rk,
             header_payload=header_payload,
             headers=headers,
+            cc=cc,
+            bcc=bcc,
+            due_at=due_at,
         )
+        dedup = exchange.dedup
+        if dedup is not None and dedup.seen(message, self.broker.clock.now):
+            return  # a duplicate: dropped, and still confirmed (the community plugin does too)
         queues = vhost.route(exchange, message)
         vhost.published += 1
         if not queues:
@@ -336,8 +370,24 @@ class Session:
                     )
                 )
             return
+        refused = False
         for queue in queues:
-            queue.publish(message)
+            if not queue.publish(message):
+                refused = True
+        if refused and seq and channel.confirm:
+            channel.nacked.append(seq)
+
+    def _due_at(self, headers: FieldTable) -> float | None:
+        """When a message published to an x-delayed-message exchange becomes visible:
+        ``x-delay`` (ms from now, as RabbitMQ's plugin) or ``x-deliver-at`` (Unix ms)."""
+        clock = self.broker.clock
+        delay = headers.get("x-delay")
+        if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+            return clock.now + max(0.0, delay / 1000) if delay > 0 else None
+        deliver_at = headers.get("x-deliver-at")
+        if isinstance(deliver_at, (int, float)) and not isinstance(deliver_at, bool):
+            return deliver_at / 1000 - clock.wall_offset
+        return None
 
     # --- methods -------------------------------------------------------------------------------
 
@@ -489,6 +539,7 @@ class Session:
                 ACCESS_REFUSED, f"queue '{queue.name}' in vhost '{vhost.name}' in exclusive use"
             )
         priority = _consumer_priority(method.arguments)
+        timeout = _consumer_timeout(method.arguments)
         consumer = Consumer(
             channel,
             queue,
@@ -497,6 +548,7 @@ class Session:
             exclusive=method.exclusive,
             priority=priority,
             prefetch=channel.prefetch_count,
+            timeout=timeout,
         )
         channel.consumers[tag] = consumer
         queue.add_consumer(consumer)
@@ -508,6 +560,7 @@ class Session:
         self._reply(channel, spec.BasicCancelOk(method.consumer_tag), method.nowait)
         if consumer is not None:
             self._maybe_auto_delete(consumer.queue)
+            consumer.queue.dispatch()  # single active consumer: the next one takes over
 
     def cancel_by_server(self, consumer: Consumer) -> None:
         """The consumer's queue was deleted: tell clients that asked to be told (RabbitMQ)."""
@@ -566,6 +619,50 @@ class Session:
             method.CLASS_ID,
             method.METHOD_ID,
         )
+
+
+def _consumer_timeout(arguments: FieldTable) -> int | None:
+    if "x-consumer-timeout" not in arguments:
+        return None
+    value = arguments["x-consumer-timeout"]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ChannelError(
+            PRECONDITION_FAILED,
+            f"invalid arg 'x-consumer-timeout' for consumer: expected a positive number of "
+            f"milliseconds, got {value!r}",
+        )
+    return value
+
+
+def _routing_header(name: str, headers: FieldTable) -> tuple[str, ...]:
+    """The keys of a CC or BCC header: an array of strings (other elements are ignored)."""
+    if name not in headers:
+        return ()
+    tag, value = headers.typed(name)
+    if tag != "A":
+        raise ChannelError(
+            PRECONDITION_FAILED,
+            f'invalid message: {{unacceptable_type_in_header,"{name}",{TYPE_NAMES.get(tag, tag)}}}',
+        )
+    return tuple(
+        item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+        for item in value
+        if isinstance(item, (str, bytes))
+    )
+
+
+def _sender_selected(
+    headers: FieldTable, properties: bytes
+) -> tuple[tuple[str, ...], tuple[str, ...], FieldTable, bytes]:
+    """Sender-selected distribution (RabbitMQ): CC and BCC headers add routing keys; the BCC
+    header is removed before anyone sees the message. Returns (cc, bcc, headers, properties)."""
+    cc = _routing_header("CC", headers)
+    bcc = _routing_header("BCC", headers)
+    if "BCC" in headers:
+        headers = headers.copy()
+        del headers["BCC"]
+        properties = decode_properties(properties).replace(headers=headers).encode()
+    return cc, bcc, headers, properties
 
 
 def _consumer_priority(arguments: FieldTable) -> int:

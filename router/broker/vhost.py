@@ -7,6 +7,7 @@ Every operation a channel can ask for lives here as a method that either succeed
 
 from __future__ import annotations
 
+import random as _random
 from collections.abc import Callable
 
 from router.amqp.constants import (
@@ -17,6 +18,7 @@ from router.amqp.constants import (
     RESOURCE_LOCKED,
 )
 from router.amqp.errors import ChannelError, ConnectionError
+from router.amqp.properties import decode_properties
 from router.amqp.tables import FieldTable
 from router.broker.arguments import (
     QUEUE_EQUIVALENCE_ARGS,
@@ -25,9 +27,10 @@ from router.broker.arguments import (
     inequivalent,
     validate_queue_arguments,
 )
+from router.broker.deadletter import dead_letter_headers, is_cycle
 from router.broker.exchanges import EXCHANGE_TYPES, Binding, Destination, Exchange
-from router.broker.message import Message
-from router.broker.ports import IdSource
+from router.broker.message import Message, QueuedMessage
+from router.broker.ports import Clock, IdSource, RandomSource
 from router.broker.queues import Queue
 
 
@@ -40,8 +43,8 @@ class DefaultExchange(Exchange):
         super().__init__("", vhost, durable=True)
         self._queues = queues
 
-    def route(self, message: Message) -> list[Destination]:
-        queue = self._queues.get(message.routing_key)
+    def route(self, message: Message, routing_key: str | None = None) -> list[Destination]:
+        queue = self._queues.get(message.routing_key if routing_key is None else routing_key)
         return [queue] if queue is not None else []
 
 
@@ -52,9 +55,20 @@ def _default_refused() -> ChannelError:
 class VirtualHost:
     """Exchanges, queues and bindings of one vhost."""
 
-    def __init__(self, name: str, ids: IdSource) -> None:
+    def __init__(
+        self,
+        name: str,
+        ids: IdSource,
+        *,
+        clock: Clock | None = None,
+        scheduler: Callable[[Queue, float | None], None] | None = None,
+        random: RandomSource | None = None,
+    ) -> None:
         self.name = name
         self._ids = ids
+        self.clock = clock if clock is not None else Clock()
+        self._scheduler = scheduler if scheduler is not None else (lambda queue, deadline: None)
+        self._random: RandomSource = random if random is not None else _random.Random()
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {}
         # bindings by destination, to drop them when the destination goes away
@@ -196,7 +210,9 @@ class VirtualHost:
     ) -> Queue:
         """queue.declare. ``owner`` is the declaring connection (it owns an exclusive queue)."""
         if passive:
-            return self.queue(name, owner)
+            queue = self.queue(name, owner)
+            queue.touch()
+            return queue
         arguments = arguments if arguments is not None else FieldTable()
         if name == "":
             name = f"amq.gen-{self._ids.token()}"
@@ -216,9 +232,11 @@ class VirtualHost:
                 exclusive_owner=owner if exclusive else None,
                 auto_delete=auto_delete,
                 arguments=arguments,
+                host=self,
             )
             self.queues[name] = queue
             return queue
+        existing.touch()  # a declare counts as use (x-expires)
         what = ("queue", name, self.name)
         # rabbit_amqqueue:assert_equivalence/5 checks exclusive access before the flags
         if existing.exclusive_owner is not (owner if exclusive else None):
@@ -337,7 +355,7 @@ class VirtualHost:
         """The queues ``message`` reaches from ``exchange``, each once, following
         exchange-to-exchange bindings and alternate exchanges without looping."""
         exchange.published_in += 1
-        destinations = exchange.route(message)
+        destinations = _destinations(exchange, message)
         if not exchange.exchange_bindings and (destinations or exchange.alternate_exchange is None):
             if destinations:
                 exchange.routed_out += 1
@@ -367,7 +385,9 @@ class VirtualHost:
             elif id(destination) not in seen:
                 seen.add(id(destination))
                 destination.published_in += 1
-                self._collect(destination, destination.route(message), message, queues, seen)
+                self._collect(
+                    destination, _destinations(destination, message), message, queues, seen
+                )
         # RabbitMQ (rabbit_exchange:process_alternate/2): the alternate exchange is used only
         # when this exchange itself routed to nothing, not when its destinations did
         if not destinations and exchange.alternate_exchange is not None:
@@ -375,4 +395,82 @@ class VirtualHost:
             if alternate is not None and id(alternate) not in seen:
                 seen.add(id(alternate))
                 alternate.published_in += 1
-                self._collect(alternate, alternate.route(message), message, queues, seen)
+                self._collect(alternate, _destinations(alternate, message), message, queues, seen)
+
+    # --- the queues' host: time, dead-lettering, leases, x-expires -----------------------------
+
+    def random(self) -> float:
+        return self._random.random()
+
+    def schedule(self, queue: Queue, deadline: float | None) -> None:
+        self._scheduler(queue, deadline)
+
+    def queue_expired(self, queue: Queue) -> None:
+        self.remove_queue(queue)
+
+    def lease_expired(self, queue: Queue, entry: QueuedMessage) -> None:
+        consumer = entry.consumer
+        if consumer is not None and hasattr(consumer, "lease_expired"):
+            consumer.lease_expired(queue, entry)
+
+    def dead_letter(self, queue: Queue, entries: list[QueuedMessage], reason: str) -> None:
+        """Route messages just removed from ``queue`` through its dead-letter exchange.
+
+        Removal from the source and arrival at the targets happen in this one synchronous step,
+        so a dead-lettered message is never lost in between. A missing dead-letter exchange drops
+        them (RabbitMQ). Automatic cycles are cut per target queue (``deadletter.is_cycle``).
+        """
+        options = queue.options
+        name = options.dead_letter_exchange
+        exchange = self.exchanges.get(name) if name is not None else None
+        if exchange is None:
+            return
+        routing_key = options.dead_letter_routing_key
+        time_s = int(self.clock.wall())
+        for entry in entries:
+            message = entry.message
+            headers = dead_letter_headers(
+                message.headers,
+                queue=queue.name,
+                reason=reason,
+                exchange=message.exchange,
+                routing_keys=[message.routing_key, *message.cc],
+                expiration=message.expiration,
+                time_s=time_s,
+            )
+            cc: tuple[str, ...] = ()
+            bcc: tuple[str, ...] = ()
+            if routing_key is not None:
+                headers.pop("CC", None)  # RabbitMQ: a dead-letter routing key replaces them all
+                key = routing_key
+            else:
+                key, cc, bcc = message.routing_key, message.cc, message.bcc
+            properties = decode_properties(message.properties).replace(
+                headers=headers, expiration=None
+            )
+            copy = Message(
+                exchange.name,
+                key,
+                properties.encode(),
+                message.body,
+                message.delivery_mode,
+                message.priority,
+                None,
+                headers=headers,
+                cc=cc,
+                bcc=bcc,
+            )
+            for target in self.route(exchange, copy):
+                if not is_cycle(target.name, headers, reason):
+                    target.publish(copy)
+
+
+def _destinations(exchange: Exchange, message: Message) -> list[Destination]:
+    """An exchange's destinations for every routing key of the message (CC and BCC included)."""
+    if not message.cc and not message.bcc:
+        return exchange.route(message)
+    found: dict[Destination, None] = {}
+    for key in message.routing_keys:
+        for destination in exchange.route(message, key):
+            found[destination] = None
+    return list(found)

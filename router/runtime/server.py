@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -68,9 +69,28 @@ class AMQPServer:
         bound = listeners[0].socket.getsockname()[1]
         log.info("listening for AMQP 0-9-1 on %s:%d", host, bound)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run_broker_timer)
             for listener in listeners:
                 nursery.start_soon(self._accept_loop, listener, nursery)
             task_status.started(bound)
+
+    async def run_broker_timer(self) -> None:
+        """Tick the broker at each queue deadline (TTL, scheduled delivery, retries, leases,
+        x-expires). One task for the whole broker; an earlier deadline wakes it at once."""
+        broker = self.broker
+        broker.clock.now = trio.current_time()
+        broker.clock.wall_offset = time.time() - broker.clock.now
+        poke = _Wake()
+        broker.on_earlier_deadline = lambda deadline: poke.set()
+        while True:
+            deadline = broker.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await poke.wait()
+                continue
+            try:
+                broker.tick(trio.current_time())
+            except Exception:
+                log.exception("internal error while running queue deadlines")
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         async with listener:

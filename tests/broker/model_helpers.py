@@ -228,13 +228,16 @@ class FakeConsumer:
         priority: int = 0,
         capacity: int | None = None,
         no_ack: bool = False,
+        timeout: int | None = None,
     ) -> None:
         self.name = name
         self.priority = priority
         self.capacity = capacity
         self.no_ack = no_ack
         self.exclusive = False
+        self.timeout = timeout
         self.got: list[QueuedMessage] = []
+        self.leases_expired: list[QueuedMessage] = []
 
     def __repr__(self) -> str:
         return f"<FakeConsumer {self.name}>"
@@ -244,6 +247,9 @@ class FakeConsumer:
 
     def deliver(self, queue: Queue, entry: QueuedMessage) -> None:
         self.got.append(entry)
+
+    def lease_expired(self, queue: Queue, entry: QueuedMessage) -> None:
+        self.leases_expired.append(entry)
 
     @property
     def bodies(self) -> list[bytes]:

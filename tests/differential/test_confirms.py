@@ -163,11 +163,6 @@ def test_unroutable_publishes_are_acked_and_mandatory_ones_returned_before_the_a
     )
 
 
-@pytest.mark.xfail(
-    reason="router differs: with x-max-length=2 and x-overflow=reject-publish it acks all 5 "
-    "publishes and keeps all 5; RabbitMQ acks 1-2, nacks 3-5 and keeps m1, m2",
-    strict=True,
-)
 def test_reject_publish_overflow_nacks_the_publishes_that_do_not_fit(router_url, rabbitmq_url):
     assert_same(scenario_reject_publish_overflow_nacks, router_url, rabbitmq_url)
 

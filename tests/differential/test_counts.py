@@ -151,10 +151,5 @@ def test_auto_delete_queue_is_deleted_when_its_last_consumer_cancels(router_url,
     assert_same(scenario_auto_delete_queue_goes_with_its_last_consumer, router_url, rabbitmq_url)
 
 
-@pytest.mark.xfail(
-    reason="router differs: ignores x-max-length=2 (5 messages kept, m1..m5); RabbitMQ drops "
-    "from the head and keeps m4, m5 (declare-ok message_count 2)",
-    strict=True,
-)
 def test_max_length_drops_messages_from_the_head(router_url, rabbitmq_url):
     assert_same(scenario_max_length_drops_from_the_head, router_url, rabbitmq_url)

@@ -960,7 +960,6 @@ def test_consumer_that_reads_slowly_still_gets_every_message(router_url: str) ->
 # queue features RabbitMQ clients rely on
 
 
-@pytest.mark.xfail(reason="router ignores x-message-ttl", strict=True)
 def test_message_ttl_zero_drops_a_message_no_consumer_can_take_now(
     channel: BlockingChannel,
 ) -> None:
@@ -970,7 +969,6 @@ def test_message_ttl_zero_drops_a_message_no_consumer_can_take_now(
     assert ready_count(channel, queue) == 0
 
 
-@pytest.mark.xfail(reason="router ignores the expiration property", strict=True)
 def test_per_message_expiration_zero_drops_a_message_no_consumer_can_take_now(
     channel: BlockingChannel,
 ) -> None:
@@ -980,7 +978,6 @@ def test_per_message_expiration_zero_drops_a_message_no_consumer_can_take_now(
     assert channel.basic_get(queue, auto_ack=True) == (None, None, None)
 
 
-@pytest.mark.xfail(reason="router ignores x-max-length", strict=True)
 def test_max_length_drops_the_oldest_messages(channel: BlockingChannel) -> None:
     queue = temp_queue(channel, **{"x-max-length": 2})
     channel.confirm_delivery()
@@ -989,7 +986,6 @@ def test_max_length_drops_the_oldest_messages(channel: BlockingChannel) -> None:
     assert drain(channel, queue) == [b"2", b"3"]
 
 
-@pytest.mark.xfail(reason="router ignores x-overflow=reject-publish (acks instead)", strict=True)
 def test_max_length_with_reject_publish_nacks_the_overflowing_publish(
     channel: BlockingChannel,
 ) -> None:
@@ -1000,7 +996,6 @@ def test_max_length_with_reject_publish_nacks_the_overflowing_publish(
         channel.basic_publish("", queue, b"overflows")
 
 
-@pytest.mark.xfail(reason="router does not dead-letter (x-dead-letter-exchange)", strict=True)
 def test_rejected_message_is_dead_lettered_with_x_death(channel: BlockingChannel) -> None:
     dead = temp_queue(channel)
     queue = temp_queue(channel, **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
@@ -1015,7 +1010,6 @@ def test_rejected_message_is_dead_lettered_with_x_death(channel: BlockingChannel
     assert props.headers["x-first-death-reason"] == "rejected"
 
 
-@pytest.mark.xfail(reason="router ignores x-max-priority", strict=True)
 def test_priority_queue_delivers_higher_priority_first(channel: BlockingChannel) -> None:
     queue = temp_queue(channel, **{"x-max-priority": 10})
     for priority in (1, 5, 3, 9, 0):
@@ -1025,7 +1019,6 @@ def test_priority_queue_delivers_higher_priority_first(channel: BlockingChannel)
     assert drain(channel, queue) == [b"9", b"5", b"3", b"1", b"0"]
 
 
-@pytest.mark.xfail(reason="router ignores x-single-active-consumer", strict=True)
 def test_single_active_consumer_queue_delivers_to_one_consumer_only(
     connection: BlockingConnection, channel: BlockingChannel
 ) -> None:

@@ -7,6 +7,7 @@ same key with other arguments is another binding. A subclass indexes bindings fo
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, ClassVar, Union
 
 from router.amqp.tables import FieldTable, encode_table
@@ -26,6 +27,41 @@ def arguments_key(arguments: FieldTable) -> bytes:
     for key in sorted(arguments):
         ordered.set_typed(key, arguments.tag(key), arguments[key])
     return encode_table(ordered)
+
+
+class DedupCache:
+    """``x-message-deduplication`` on an exchange (names as the community plugin uses them): the
+    last ``x-cache-size`` keys seen, each remembered for ``x-cache-ttl`` ms (forever when unset).
+    A message's key is its ``x-deduplication-header`` header, else its message_id; a message with
+    neither is never a duplicate."""
+
+    __slots__ = ("_seen", "duplicates", "size", "ttl")
+
+    def __init__(self, size: int, ttl_ms: int | None) -> None:
+        self.size = size
+        self.ttl = ttl_ms / 1000 if ttl_ms is not None else None
+        self._seen: OrderedDict[object, float] = OrderedDict()
+        self.duplicates = 0
+
+    def seen(self, message: Message, now: float) -> bool:
+        """True for a duplicate (counted); otherwise remembers the message's key."""
+        headers = message.headers
+        if headers is not None and "x-deduplication-header" in headers:
+            key: object = ("h", str(headers["x-deduplication-header"]))
+        else:
+            message_id = message.message_id
+            if message_id is None:
+                return False
+            key = ("m", message_id)
+        expires = self._seen.get(key)
+        if expires is not None and (self.ttl is None or expires > now):
+            self.duplicates += 1
+            return True
+        self._seen[key] = now + self.ttl if self.ttl is not None else 0.0
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return False
 
 
 class Binding:
@@ -74,6 +110,14 @@ class Exchange:
         if isinstance(alternate, bytes):
             alternate = alternate.decode("utf-8", "replace")
         self.alternate_exchange: str | None = alternate if isinstance(alternate, str) else None
+        self.dedup: DedupCache | None = None
+        if self.arguments.get("x-message-deduplication") is True:
+            size = self.arguments.get("x-cache-size")
+            ttl = self.arguments.get("x-cache-ttl")
+            self.dedup = DedupCache(
+                size if isinstance(size, int) and size > 0 else 1024,
+                ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None,
+            )
         self.published_in = 0
         self.routed_out = 0
         self.unroutable = 0
@@ -102,8 +146,9 @@ class Exchange:
             self._remove(binding)
         return binding
 
-    def route(self, message: Message) -> list[Destination]:
-        """The destinations of ``message``, each once."""
+    def route(self, message: Message, routing_key: str | None = None) -> list[Destination]:
+        """The destinations of ``message``, each once, routed by ``routing_key`` (default: the
+        message's own; CC/BCC routing passes the other keys)."""
         raise NotImplementedError
 
     def _add(self, binding: Binding) -> None:

@@ -13,8 +13,8 @@ class DirectExchange(Exchange):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._routes: dict[str, dict[Destination, list[Binding]]] = {}
 
-    def route(self, message: Message) -> list[Destination]:
-        targets = self._routes.get(message.routing_key)
+    def route(self, message: Message, routing_key: str | None = None) -> list[Destination]:
+        targets = self._routes.get(message.routing_key if routing_key is None else routing_key)
         if not targets:
             return []
         for bindings in targets.values():

@@ -14,7 +14,7 @@ class FanoutExchange(Exchange):
         self._targets: dict[Destination, list[Binding]] = {}
         self._cached: list[Destination] | None = None
 
-    def route(self, message: Message) -> list[Destination]:
+    def route(self, message: Message, routing_key: str | None = None) -> list[Destination]:
         if self._cached is None:
             self._cached = list(self._targets)
         for bindings in self._targets.values():

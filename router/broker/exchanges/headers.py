@@ -102,7 +102,7 @@ class HeadersExchange(Exchange):
     def validate_binding(self, routing_key: str, arguments: FieldTable) -> None:
         parse_x_match(arguments)
 
-    def route(self, message: Message) -> list[Destination]:
+    def route(self, message: Message, routing_key: str | None = None) -> list[Destination]:
         headers = message.headers
         found: dict[Destination, None] = {}
         for spec in self._specs:

@@ -35,8 +35,8 @@ class TopicExchange(Exchange):
         self._root = _Node()
         self._cache: dict[str, tuple[list[Destination], list[Binding]]] = {}
 
-    def route(self, message: Message) -> list[Destination]:
-        key = message.routing_key
+    def route(self, message: Message, routing_key: str | None = None) -> list[Destination]:
+        key = message.routing_key if routing_key is None else routing_key
         cached = self._cache.get(key)
         if cached is None:
             found: dict[Destination, list[Binding]] = {}
