@@ -320,16 +320,23 @@ class Channel:
             return []
         self.closed = True
         emptied = []
+        consumed: dict[Queue, None] = {}
         for tag in list(self.consumers):
             consumer = self.remove_consumer(tag)
-            if consumer is not None and consumer.queue.consumer_count == 0:
-                emptied.append(consumer.queue)
+            if consumer is not None:
+                consumed[consumer.queue] = None
+                if consumer.queue.consumer_count == 0:
+                    emptied.append(consumer.queue)
         self.rollback()
         records = list(self.unacked.values())
         self.unacked.clear()
         self._release(records)
         self._settle(records, requeue=True)
-        for queue in {r[1]: None for r in records}:
+        # the queues it took from, and those it consumed from (a single active consumer's
+        # successor takes over now)
+        touched = {r[1]: None for r in records}
+        touched.update(consumed)
+        for queue in touched:
             queue.dispatch()
         return emptied
 

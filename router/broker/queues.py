@@ -196,8 +196,11 @@ class Queue:
         self.deleted = False
         self._dedup: dict[object, int] = {}  # x-message-deduplication: key -> copies held
         self.stats = QueueStats()
+        self._idle_timer: Timer[tuple[int, QueuedMessage | None]] | None = None
         if self.options.expires is not None:
-            self._add_timer(self.last_used + self.options.expires / 1000, _IDLE, None)
+            self._idle_timer = self._add_timer(
+                self.last_used + self.options.expires / 1000, _IDLE, None
+            )
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={self.ready_count} unacked={self.unacked}>"
@@ -251,6 +254,7 @@ class Queue:
                     leases.append(entry)
             else:
                 idle = True
+                self._idle_timer = None
         self._wake_at = None
         if expired:
             self._expire(expired)
@@ -276,13 +280,20 @@ class Queue:
         if now >= deadline:
             self.host.queue_expired(self)
         else:
-            self._timers.add(deadline, (_IDLE, None))
+            self._idle_timer = self._add_timer(deadline, _IDLE, None)
 
     def touch(self) -> None:
-        """Used now (declare, get, consumer leaving): restart the x-expires countdown."""
+        """Used now (declare, get, consumer leaving): restart the x-expires countdown. One idle
+        timer at most is pending; when it fires early it re-arms for the new deadline."""
         self.last_used = self.clock.now
-        if self.options.expires is not None and not self.consumer_count:
-            self._add_timer(self.last_used + self.options.expires / 1000, _IDLE, None)
+        if (
+            self.options.expires is not None
+            and not self.consumer_count
+            and (self._idle_timer is None)
+        ):
+            self._idle_timer = self._add_timer(
+                self.last_used + self.options.expires / 1000, _IDLE, None
+            )
 
     # --- consumers -----------------------------------------------------------------------------
 
@@ -447,7 +458,6 @@ class Queue:
         entry = QueuedMessage(message, self._seq)
         if key is not None:
             self._dedup[key] = self._dedup.get(key, 0) + 1
-            entry.consumer = None
         max_priority = options.max_priority
         if max_priority:
             priority = message.priority or 0
