@@ -171,7 +171,18 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = arguments if arguments is not None else FieldTable()
-        self.options = QueueOptions(self.arguments)
+        self.options = options = QueueOptions(self.arguments)
+        # flags read on every message, kept as plain attributes
+        self._limited = options.limited
+        self._sac = options.single_active_consumer
+        self._consumer_timeout = options.consumer_timeout
+        # a plain queue: none of the per-message work (TTL, limits, priorities, dedup) applies
+        self._plain = not (
+            options.limited
+            or options.deduplication
+            or options.max_priority
+            or options.message_ttl is not None
+        )
         self.host: QueueHost = host if host is not None else DetachedHost()
         self.clock = self.host.clock
         levels = (self.options.max_priority or 0) + 1
@@ -333,7 +344,7 @@ class Queue:
         return self._joined[0] if self._joined else None
 
     def _next_consumer(self) -> Consumer | None:
-        if self.options.single_active_consumer:
+        if self._sac:
             active = self._joined[0] if self._joined else None
             return active if active is not None and active.can_take() else None
         for priority in self._consumer_order:
@@ -352,7 +363,11 @@ class Queue:
         level = self._levels[level_no]
         if level is None:
             level = self._levels[level_no] = _Level()
-        level.add(entry)
+        ready = level.ready  # _Level.add, inlined: this runs once per queued message
+        if not ready or entry.seq > ready[-1].seq:
+            ready.append(entry)
+        else:
+            level.requeued.add(entry)
         self._mask |= 1 << level_no
         entry.state = READY
         self.ready_count += 1
@@ -366,8 +381,15 @@ class Queue:
             level_no = self._mask.bit_length() - 1
             level = self._levels[level_no]
             assert level is not None
-            entry = level.pop()
-            if entry is None:
+            # _Level.pop, inlined: this runs once per delivered message
+            ready = level.ready
+            requeued = level.requeued
+            entry: QueuedMessage
+            if requeued and (not ready or requeued[0].seq < ready[0].seq):
+                entry = requeued.pop(0)
+            elif ready:
+                entry = ready.popleft()
+            else:
                 self._mask &= ~(1 << level_no)
                 continue
             if entry.state == GONE:
@@ -440,8 +462,22 @@ class Queue:
     def publish(self, message: Message) -> bool:
         """Enqueue a routed message. False when the queue refuses it (``x-overflow``
         reject-publish / reject-publish-dlx while full): the publisher gets a nack."""
-        options = self.options
         self.stats.published += 1
+        if self._plain and message.expiration_ms is None and message.due_at is None:
+            # the common case, kept short: straight to a consumer, else to the ready index
+            self._seq += 1
+            entry = QueuedMessage(message, self._seq)
+            if self.consumer_count and not self.ready_count:
+                consumer = self._next_consumer()
+                if consumer is not None:
+                    self._deliver(consumer, entry)
+                    return True
+            self._insert(entry)
+            return True
+        return self._publish_with_options(message)
+
+    def _publish_with_options(self, message: Message) -> bool:
+        options = self.options
         key = None
         if options.deduplication:
             key = self._dedup_key(message)
@@ -504,7 +540,7 @@ class Queue:
                 self._deliver(consumer, entry)
                 return
         self._insert(entry)
-        if self.options.limited:
+        if self._limited:
             self._drop_over_limit()
 
     def _drop_over_limit(self) -> None:
@@ -538,11 +574,9 @@ class Queue:
             entry.state = UNACKED
             entry.consumer = consumer
             self.unacked += 1
-            timeout = (
-                consumer.timeout
-                if consumer.timeout is not None
-                else (self.options.consumer_timeout)
-            )
+            timeout = consumer.timeout
+            if timeout is None:
+                timeout = self._consumer_timeout
             if timeout is not None:
                 entry.lease = self._add_timer(self.clock.now + timeout / 1000, _LEASE, entry)
         consumer.deliver(self, entry)
@@ -569,6 +603,18 @@ class Queue:
         if not self.consumer_count or not self.ready_count:
             return
         now = self.clock.now
+        if self.consumer_count == 1 and not self._sac:
+            # one consumer (the common case): no rotation, hand over until it is full
+            only = self._consumer_levels[self._consumer_order[0]][0]
+            while self.ready_count and only.can_take():
+                entry = self._pop_ready()
+                if entry is None:
+                    return
+                if entry.expires_at is not None and entry.expires_at <= now:
+                    self._expire([entry])
+                    continue
+                self._deliver(only, entry)
+            return
         while self.ready_count:
             consumer = self._next_consumer()
             if consumer is None:
@@ -601,10 +647,15 @@ class Queue:
 
     def ack(self, entry: QueuedMessage) -> None:
         """An unacked message was acked: it leaves the queue."""
-        self._settle(entry)
+        self.unacked -= 1
         entry.state = GONE
+        entry.consumer = None
+        if entry.lease is not None:
+            self._timers.cancel(entry.lease)
+            entry.lease = None
         self.stats.acked += 1
-        self._release_key(entry)
+        if self._dedup:
+            self._release_key(entry)
 
     def reject(self, entries: Iterable[QueuedMessage]) -> None:
         """Rejected or nacked without requeue: dead-lettered with reason ``rejected`` (or
@@ -649,7 +700,7 @@ class Queue:
             self._dead_letter(over_limit, DELIVERY_LIMIT)
         if expired:
             self._expire(expired)
-        if returned and options.limited:
+        if returned and self._limited:
             self._drop_over_limit()
 
     # --- leaving the queue ---------------------------------------------------------------------

@@ -355,7 +355,10 @@ class VirtualHost:
         """The queues ``message`` reaches from ``exchange``, each once, following
         exchange-to-exchange bindings and alternate exchanges without looping."""
         exchange.published_in += 1
-        destinations = _destinations(exchange, message)
+        if message.cc or message.bcc:
+            destinations = _destinations(exchange, message)
+        else:
+            destinations = exchange.route(message)
         if not exchange.exchange_bindings and (destinations or exchange.alternate_exchange is None):
             if destinations:
                 exchange.routed_out += 1
