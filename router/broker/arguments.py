@@ -7,6 +7,7 @@ unknown argument may differ between declarations. Integers compare by value acro
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from router.amqp.constants import PRECONDITION_FAILED
@@ -150,6 +151,21 @@ def _positive(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
         raise _invalid(key, name, vhost, "{value_zero,0}")
 
 
+_MAX_EXPIRY = 315_360_000_000  # ms: ten years, RabbitMQ's bound for TTLs and x-expires
+
+
+def _ttl(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    _non_negative(key, tag, value, name, vhost)
+    if value > _MAX_EXPIRY:
+        raise _invalid(key, name, vhost, f"{{value_too_large,{value}}}")
+
+
+def _expires(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    _positive(key, tag, value, name, vhost)
+    if value > _MAX_EXPIRY:
+        raise _invalid(key, name, vhost, f"{{value_too_large,{value}}}")
+
+
 def _priority(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
     _non_negative(key, tag, value, name, vhost)
     if value > _MAX_PRIORITY:
@@ -183,22 +199,23 @@ def _retry_backoff(key: str, tag: str, value: Any, name: str, vhost: str) -> Non
             vhost,
             f"unknown key '{unknown[0]}'; allowed: initial, multiplier, max, jitter ({example})",
         )
+
+    def refuse(what: str, field: str) -> ChannelError:
+        found = f", not {value[field]!r}" if field in value else ", and it is missing"
+        return _invalid(key, name, vhost, f"{what}{found} ({example})")
+
     initial = _number(value.get("initial"))
     if initial is None or initial <= 0:
-        raise _invalid(
-            key, name, vhost, f"'initial' must be a positive number of milliseconds ({example})"
-        )
+        raise refuse("'initial' must be a positive number of milliseconds", "initial")
     multiplier = _number(value.get("multiplier", 1))
     if multiplier is None or multiplier < 1:
-        raise _invalid(key, name, vhost, f"'multiplier' must be a number >= 1 ({example})")
+        raise refuse("'multiplier' must be a number >= 1", "multiplier")
     maximum = _number(value.get("max", initial))
     if maximum is None or maximum < initial:
-        raise _invalid(
-            key, name, vhost, f"'max' must be a number of milliseconds >= 'initial' ({example})"
-        )
+        raise refuse("'max' must be a number of milliseconds >= 'initial'", "max")
     jitter = _number(value.get("jitter", 0))
     if jitter is None or not 0 <= jitter <= 1:
-        raise _invalid(key, name, vhost, f"'jitter' must be a number from 0 to 1 ({example})")
+        raise refuse("'jitter' must be a number from 0 to 1", "jitter")
 
 
 def _string(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
@@ -210,13 +227,53 @@ def _string(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
         )
 
 
+def _string_arg(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    """A string argument that is not an exchange name: RabbitMQ's unacceptable_type text."""
+    if tag not in ("S", "x"):
+        raise _invalid(key, name, vhost, f"{{unacceptable_type,{TYPE_NAMES.get(tag, tag)}}}")
+
+
 def _choice(*allowed: str, reason: str) -> Any:
+    """A string from ``allowed``; ``reason`` may name the value as ``{value}``."""
+
     def check(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+        _string_arg(key, tag, value, name, vhost)
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        if tag not in ("S", "x") or text not in allowed:
-            raise _invalid(key, name, vhost, reason)
+        if text not in allowed:
+            raise _invalid(key, name, vhost, reason.format(value=text))
 
     return check
+
+
+def _queue_type(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    """classic, or quorum: accepted so programs written for RabbitMQ run unchanged; a quorum
+    queue here is a durable queue with router's semantics (delivery limits, dead-lettering).
+    Streams read by offset, which router does not do: refused, saying so."""
+    _string_arg(key, tag, value, name, vhost)
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if text == "stream":
+        raise _invalid(
+            key,
+            name,
+            vhost,
+            "\"unsupported queue type 'stream'\": router has no streams; declare a classic "
+            "queue, or use RabbitMQ for streams",
+        )
+    if text not in ("classic", "quorum"):
+        raise _invalid(key, name, vhost, f"\"unsupported queue type '{text}'\"")
+
+
+def _queue_version(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    if tag not in INT_TAGS or isinstance(value, bool) or value not in (1, 2):
+        raise _invalid(key, name, vhost, f"\"unsupported queue version '{value}'\"")
+
+
+def _quorum_only(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    raise ChannelError(
+        PRECONDITION_FAILED,
+        f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type "
+        f"rabbit_classic_queue",
+    )
 
 
 def _boolean(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
@@ -225,19 +282,22 @@ def _boolean(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
 
 
 QUEUE_ARGUMENT_CHECKS = {
-    "x-expires": _positive,
-    "x-message-ttl": _non_negative,
+    "x-expires": _expires,
+    "x-message-ttl": _ttl,
     "x-dead-letter-exchange": _string,
-    "x-dead-letter-routing-key": _string,
+    "x-dead-letter-routing-key": _string_arg,
     "x-max-length": _non_negative,
     "x-max-length-bytes": _non_negative,
-    "x-max-in-memory-length": _non_negative,
-    "x-max-in-memory-bytes": _non_negative,
+    # quorum-queue arguments that a classic queue refuses, as in RabbitMQ
+    "x-max-in-memory-length": _quorum_only,
+    "x-max-in-memory-bytes": _quorum_only,
     "x-max-priority": _priority,
     "x-overflow": _choice(
         "drop-head", "reject-publish", "reject-publish-dlx", reason="invalid_overflow"
     ),
-    "x-queue-mode": _choice("default", "lazy", reason="invalid_queue_mode"),
+    "x-queue-mode": _choice("default", "lazy", reason="\"unsupported queue mode '{value}'\""),
+    "x-queue-type": _queue_type,
+    "x-queue-version": _queue_version,
     "x-delivery-limit": _non_negative,
     "x-single-active-consumer": _boolean,
     "x-retry-backoff": _retry_backoff,
@@ -250,7 +310,10 @@ QUEUE_ARGUMENT_CHECKS = {
 
 def validate_queue_arguments(arguments: FieldTable, name: str, vhost: str) -> None:
     """Raise 406 with RabbitMQ's text for the first known argument with an invalid value."""
+    quorum = arguments.get("x-queue-type") in ("quorum", b"quorum")
     for key, check in QUEUE_ARGUMENT_CHECKS.items():
+        if quorum and check is _quorum_only:
+            continue
         if key in arguments:
             tag, value = arguments.typed(key)
             check(key, tag, value, name, vhost)
@@ -315,7 +378,8 @@ class QueueOptions:
             initial = _number(backoff.get("initial")) or 1.0
             self.retry_initial = initial
             self.retry_multiplier = _number(backoff.get("multiplier", 1)) or 1.0
-            self.retry_max = _number(backoff.get("max", initial)) or initial
+            # no max: the delay grows without a cap (x-delivery-limit bounds the retries)
+            self.retry_max = _number(backoff.get("max", math.inf)) or math.inf
             self.retry_jitter = _number(backoff.get("jitter", 0)) or 0.0
 
     @property

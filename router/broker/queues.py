@@ -174,6 +174,9 @@ class Queue:
         self.options = options = QueueOptions(self.arguments)
         # flags read on every message, kept as plain attributes
         self._limited = options.limited
+        # only drop-head drops to make room; reject-publish queues refuse at the door, and a
+        # requeued or newly due message they already accepted may take them over the limit
+        self._drop_head = options.limited and options.overflow == "drop-head"
         self._sac = options.single_active_consumer
         self._consumer_timeout = options.consumer_timeout
         # a plain queue: none of the per-message work (TTL, limits, priorities, dedup) applies
@@ -251,6 +254,10 @@ class Queue:
                 if entry.state == READY:
                     entry.timer = None
                     self._remove_ready(entry)
+                    expired.append(entry)
+                elif entry.state == WAITING:  # expired while held back by retry backoff
+                    entry.timer = None
+                    self.waiting -= 1
                     expired.append(entry)
             elif kind == _DUE:
                 assert entry is not None
@@ -499,14 +506,17 @@ class Queue:
             priority = message.priority or 0
             entry.level = priority if priority <= max_priority else max_priority
         now = self.clock.now
+        due = message.due_at
         ttl = options.message_ttl
         expiration = message.expiration_ms
         if ttl is not None or expiration is not None:
             if ttl is None or (expiration is not None and expiration < ttl):
                 ttl = expiration
             assert ttl is not None
-            entry.expires_at = now + ttl / 1000
-        due = message.due_at
+            # a scheduled message enters the queue when due, and its TTL counts from then (as
+            # with RabbitMQ's delayed-message plugin)
+            start = due if due is not None and due > now else now
+            entry.expires_at = start + ttl / 1000
         if due is not None and due > now:
             entry.state = WAITING
             self.waiting += 1
@@ -540,7 +550,7 @@ class Queue:
                 self._deliver(consumer, entry)
                 return
         self._insert(entry)
-        if self._limited:
+        if self._drop_head:
             self._drop_over_limit()
 
     def _drop_over_limit(self) -> None:
@@ -691,8 +701,12 @@ class Queue:
             elif options.retry_initial is not None:
                 entry.state = WAITING
                 self.waiting += 1
-                delay = options.retry_delay(entry.delivery_count, self.host.random())
-                entry.timer = self._add_timer(now + delay, _DUE, entry)
+                due = now + options.retry_delay(entry.delivery_count, self.host.random())
+                if entry.expires_at is not None and entry.expires_at <= due:
+                    # it would expire while held back: it does so at its deadline
+                    entry.timer = self._add_timer(entry.expires_at, _EXPIRE, entry)
+                else:
+                    entry.timer = self._add_timer(due, _DUE, entry)
             else:
                 self._insert(entry)
                 returned = True
@@ -700,7 +714,7 @@ class Queue:
             self._dead_letter(over_limit, DELIVERY_LIMIT)
         if expired:
             self._expire(expired)
-        if returned and self._limited:
+        if returned and self._drop_head:
             self._drop_over_limit()
 
     # --- leaving the queue ---------------------------------------------------------------------

@@ -221,6 +221,13 @@ class VirtualHost:
                 ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
             )
         validate_queue_arguments(arguments, name, self.name)
+        if arguments.get("x-queue-type") in ("quorum", b"quorum") and (not durable or exclusive):
+            # RabbitMQ: quorum queues are durable and never exclusive
+            prop = "non-durable" if not durable else "exclusive"
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"invalid property '{prop}' for queue '{name}' in vhost '{self.name}'",
+            )
         # RabbitMQ 3.x: an exclusive queue is never durable (Durable andalso not Exclusive)
         durable = durable and not exclusive
         existing = self.queues.get(name)
