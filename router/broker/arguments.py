@@ -392,3 +392,35 @@ class QueueOptions:
         assert self.retry_initial is not None
         delay = min(self.retry_max, self.retry_initial * self.retry_multiplier ** (failures - 1))
         return delay * (1 - self.retry_jitter * random) / 1000.0
+
+
+def _exchange_invalid(key: str, name: str, vhost: str, reason: str) -> ChannelError:
+    return ChannelError(
+        PRECONDITION_FAILED,
+        f"invalid arg '{key}' for exchange '{name}' in vhost '{vhost}': {reason}",
+    )
+
+
+def validate_exchange_arguments(arguments: FieldTable, name: str, vhost: str) -> None:
+    """Raise 406 naming the argument, the value and what is allowed."""
+    if "alternate-exchange" in arguments and arguments.tag("alternate-exchange") not in ("S", "x"):
+        raise _exchange_invalid(
+            "alternate-exchange",
+            name,
+            vhost,
+            f"expected the name of an exchange, got {arguments['alternate-exchange']!r}",
+        )
+    if "x-message-deduplication" in arguments and arguments.tag("x-message-deduplication") != "t":
+        raise _exchange_invalid(
+            "x-message-deduplication",
+            name,
+            vhost,
+            f"expected true or false, got {arguments['x-message-deduplication']!r}",
+        )
+    for key in ("x-cache-size", "x-cache-ttl"):
+        if key in arguments:
+            tag, value = arguments.typed(key)
+            if tag not in INT_TAGS or isinstance(value, bool) or value <= 0:
+                raise _exchange_invalid(
+                    key, name, vhost, f"expected a positive integer, got {value!r}"
+                )

@@ -5,7 +5,10 @@ Observed on RabbitMQ 3.10.8 (rabbit_dead_letter):
 - The first death adds an ``x-death`` array with one table whose keys come in this order:
   ``count`` (long), ``reason``, ``queue``, ``time`` (timestamp, seconds), ``exchange``,
   ``routing-keys`` (array of longstr), and ``original-expiration`` when the message had an
-  expiration; plus ``x-first-death-reason``, ``-queue`` and ``-exchange``. No ``x-last-death-*``.
+  expiration; plus ``x-first-death-reason``, ``-queue`` and ``-exchange``. RabbitMQ 3.10 has no
+  ``x-last-death-*``; router also writes ``x-last-death-reason``, ``-queue`` and ``-exchange`` on
+  every death, as RabbitMQ 3.13 does, so a consumer can read the latest cause without parsing
+  the array.
 - A later death for a new (queue, reason) pair puts a new table at the front, its keys sorted;
   older tables stay exactly as they were. A death for a pair already present moves that table to
   the front with ``count`` + 1 and its keys sorted; its ``time`` is not updated.
@@ -79,6 +82,9 @@ def dead_letter_headers(
         result.set_typed("x-first-death-reason", "S", reason)
         result.set_typed("x-first-death-queue", "S", queue)
         result.set_typed("x-first-death-exchange", "S", exchange)
+    result.set_typed("x-last-death-reason", "S", reason)
+    result.set_typed("x-last-death-queue", "S", queue)
+    result.set_typed("x-last-death-exchange", "S", exchange)
     return _sorted(result)
 
 

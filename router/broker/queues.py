@@ -198,6 +198,8 @@ class Queue:
         self.waiting = 0  # scheduled or backing off: counted, not yet visible
         self._gone = 0  # stale entries still sitting in level deques
         self._timers: TimeIndex[tuple[int, QueuedMessage | None]] = TimeIndex()
+        # scheduled and backed-off messages in an index of their own: next_due() is O(1)
+        self._due: TimeIndex[tuple[int, QueuedMessage | None]] = TimeIndex()
         self._wake_at: float | None = None
         self.last_used = self.clock.now
         # consumers: priority -> deque, levels ordered highest first
@@ -233,14 +235,23 @@ class Queue:
     def _add_timer(
         self, deadline: float, kind: int, entry: QueuedMessage | None
     ) -> Timer[tuple[int, QueuedMessage | None]]:
-        timer = self._timers.add(deadline, (kind, entry))
+        index = self._due if kind == _DUE else self._timers
+        timer = index.add(deadline, (kind, entry))
         if self._wake_at is None or deadline < self._wake_at:
             self._wake_at = deadline
             self.host.schedule(self, deadline)
         return timer
 
     def next_deadline(self) -> float | None:
-        return self._timers.next_deadline()
+        timers = self._timers.next_deadline()
+        due = self._due.next_deadline()
+        if timers is None or (due is not None and due < timers):
+            return due
+        return timers
+
+    def next_due(self) -> float | None:
+        """When the next scheduled or backed-off message becomes visible (for stats)."""
+        return self._due.next_deadline()
 
     def tick(self, now: float) -> None:
         """Do what is due at ``now``: expire, make scheduled messages visible, end leases."""
@@ -248,7 +259,7 @@ class Queue:
         due: list[QueuedMessage] = []
         leases: list[QueuedMessage] = []
         idle = False
-        for kind, entry in self._timers.pop_due(now):
+        for kind, entry in [*self._timers.pop_due(now), *self._due.pop_due(now)]:
             if kind == _EXPIRE:
                 assert entry is not None
                 if entry.state == READY:
@@ -285,7 +296,7 @@ class Queue:
         if idle and not self.deleted:
             self._check_idle(now)
         if not self.deleted:
-            following = self._timers.next_deadline()
+            following = self.next_deadline()
             self._wake_at = following
             self.host.schedule(self, following)
 
@@ -757,6 +768,7 @@ class Queue:
         self.deleted = True
         self.waiting = 0
         self._timers = TimeIndex()
+        self._due = TimeIndex()
         self._wake_at = None
         self.host.schedule(self, None)
         return count

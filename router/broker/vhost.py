@@ -25,6 +25,7 @@ from router.broker.arguments import (
     check_equivalent,
     flag,
     inequivalent,
+    validate_exchange_arguments,
     validate_queue_arguments,
 )
 from router.broker.deadletter import dead_letter_headers, is_cycle
@@ -136,6 +137,8 @@ class VirtualHost:
         if name == "":
             raise _default_refused()
         existing = self.exchanges.get(name)
+        if arguments:
+            validate_exchange_arguments(arguments, name, self.name)
         if existing is None:
             if name.startswith("amq."):
                 raise ChannelError(

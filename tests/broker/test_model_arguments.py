@@ -359,3 +359,40 @@ def test_declare_ok_counts_after_expiry_and_overflow():
     client.now = 1.0
     client.broker.tick(1.0)
     assert client.declare_queue(1, "q", arguments=arguments) == spec.QueueDeclareOk("q", 0, 0)
+
+
+# --- exchange arguments --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "key", "reason"),
+    [
+        ({"x-cache-size": 0}, "x-cache-size", "expected a positive integer, got 0"),
+        ({"x-cache-ttl": "1m"}, "x-cache-ttl", "expected a positive integer, got '1m'"),
+        (
+            {"x-message-deduplication": "yes"},
+            "x-message-deduplication",
+            "expected true or false, got 'yes'",
+        ),
+        (
+            {"alternate-exchange": 5},
+            "alternate-exchange",
+            "expected the name of an exchange, got 5",
+        ),
+    ],
+)
+def test_a_bad_exchange_argument_is_refused_naming_it_and_its_value(arguments, key, reason):
+    broker = make_broker()
+    client = FakeClient(broker)
+    client.open_channel(1)
+    replies = client.call(
+        1, spec.ExchangeDeclare(exchange="x", type="fanout", arguments=FieldTable(arguments))
+    )
+    assert [r.method for r in replies] == [
+        spec.ChannelClose(
+            406,
+            f"PRECONDITION_FAILED - invalid arg '{key}' for exchange 'x' in vhost '/': {reason}",
+            40,
+            10,
+        )
+    ]

@@ -176,6 +176,9 @@ def test_top_level_headers_are_sorted_with_x_first_death_set_once():
         ("x-first-death-exchange", "S"),
         ("x-first-death-queue", "S"),
         ("x-first-death-reason", "S"),
+        ("x-last-death-exchange", "S"),
+        ("x-last-death-queue", "S"),
+        ("x-last-death-reason", "S"),
     ]
     assert (
         headers["x-first-death-exchange"],
@@ -201,6 +204,9 @@ def test_headers_in_any_publish_order_come_out_sorted_bytewise():
         "x-first-death-exchange",
         "x-first-death-queue",
         "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
         "z",
     ]
 
@@ -485,3 +491,17 @@ def test_a_queue_without_a_dead_letter_exchange_drops_rejected_messages():
     _reject(client, "q")
     assert _empty(client, "q")
     assert client.broker.vhosts["/"].queues["q"].stats.dead_lettered == {}
+
+
+def test_x_last_death_headers_name_the_latest_death_as_rabbitmq_3_13_writes_them():
+    client = _client()
+    _rejection_ring(client)
+    _publish_first(client)
+    _reject(client, "Q1")
+    _reject(client, "Q2")
+    headers = _get(client, "Q1").properties.headers
+    assert (
+        headers["x-last-death-reason"],
+        headers["x-last-death-queue"],
+        headers["x-first-death-queue"],
+    ) == ("rejected", "Q2", "Q1")

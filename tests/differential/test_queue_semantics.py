@@ -914,9 +914,37 @@ def _scenario_id(scenario: Any) -> str:
     return scenario.__name__.removeprefix("scenario_")
 
 
+def _without_last_death(value: Any) -> Any:
+    """Drop x-last-death-* headers: router writes them as RabbitMQ 3.13 does; 3.10, the
+    reference here, does not (a documented difference, tested in tests/broker)."""
+    if isinstance(value, dict):
+        return {
+            k: _without_last_death(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and k.startswith("x-last-death-"))
+        }
+    if isinstance(value, (list, tuple)):
+        items = [
+            _without_last_death(v)
+            for v in value
+            if not (
+                isinstance(v, (list, tuple))
+                and v
+                and isinstance(v[0], str)
+                and v[0].startswith("x-last-death-")
+            )
+        ]
+        return type(value)(items) if isinstance(value, tuple) else items
+    return value
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=_scenario_id)
 def test_same_as_rabbitmq(scenario, router_url, rabbitmq_url):
-    assert_same(scenario, router_url, rabbitmq_url)
+    def compared(env):
+        return _without_last_death(scenario(env))
+
+    compared.__name__ = scenario.__name__
+    assert_same(compared, router_url, rabbitmq_url)
 
 
 def test_raw_header_decoder_keeps_tags_and_order():
