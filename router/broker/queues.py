@@ -123,29 +123,14 @@ class QueueStats:
 class _Level:
     """One priority level: publish-order deque plus requeued entries by original position."""
 
-    __slots__ = ("ready", "requeued")
+    __slots__ = ("nrequeued", "ready", "requeued")
 
     def __init__(self) -> None:
         self.ready: deque[QueuedMessage] = deque()
         self.requeued: SortedList = SortedList()
-
-    def add(self, entry: QueuedMessage) -> None:
-        ready = self.ready
-        if not ready or entry.seq > ready[-1].seq:
-            ready.append(entry)
-        else:
-            self.requeued.add(entry)
-
-    def pop(self) -> QueuedMessage | None:
-        """The oldest entry of the level (GONE ones included: the caller skips them)."""
-        ready = self.ready
-        requeued = self.requeued
-        if requeued and (not ready or requeued[0].seq < ready[0].seq):
-            entry: QueuedMessage = requeued.pop(0)
-            return entry
-        if ready:
-            return ready.popleft()
-        return None
+        # len(requeued), kept as a plain int: SortedList's __len__ is Python code, and the
+        # emptiness test runs once per message
+        self.nrequeued = 0
 
     def entries(self) -> list[QueuedMessage]:
         return sorted([*self.ready, *self.requeued], key=lambda e: e.seq)
@@ -381,11 +366,12 @@ class Queue:
         level = self._levels[level_no]
         if level is None:
             level = self._levels[level_no] = _Level()
-        ready = level.ready  # _Level.add, inlined: this runs once per queued message
+        ready = level.ready  # runs once per queued message: kept inline
         if not ready or entry.seq > ready[-1].seq:
             ready.append(entry)
         else:
             level.requeued.add(entry)
+            level.nrequeued += 1
         self._mask |= 1 << level_no
         entry.state = READY
         self.ready_count += 1
@@ -399,12 +385,12 @@ class Queue:
             level_no = self._mask.bit_length() - 1
             level = self._levels[level_no]
             assert level is not None
-            # _Level.pop, inlined: this runs once per delivered message
+            # the level's oldest entry; runs once per delivered message: kept inline
             ready = level.ready
-            requeued = level.requeued
             entry: QueuedMessage
-            if requeued and (not ready or requeued[0].seq < ready[0].seq):
-                entry = requeued.pop(0)
+            if level.nrequeued and (not ready or level.requeued[0].seq < ready[0].seq):
+                entry = level.requeued.pop(0)
+                level.nrequeued -= 1
             elif ready:
                 entry = ready.popleft()
             else:
@@ -431,8 +417,9 @@ class Queue:
             entry.timer = None
         level = self._levels[entry.level]
         assert level is not None
-        if level.requeued and entry in level.requeued:
+        if level.nrequeued and entry in level.requeued:
             level.requeued.remove(entry)
+            level.nrequeued -= 1
             return
         self._gone += 1
         ready = level.ready
