@@ -487,18 +487,9 @@ class ServerConnection:
                         )
                     events.append(MethodReceived(channel, method))
             elif frame_type == FRAME_HEADER:
-                state = channels.get(channel)
-                if state is None or state.closing:
-                    if state is None:
-                        raise ConnectionError(
-                            CHANNEL_ERROR, f"content header on channel {channel}, which is not open"
-                        )
+                state = self._content_state(channel, 1, "content header", "a content method")
+                if state is None:
                     continue
-                if state.stage != 1:
-                    raise ConnectionError(
-                        UNEXPECTED_FRAME,
-                        f"content header on channel {channel} without a content method before it",
-                    )
                 class_id, size, properties = decode_content_header(payload)
                 if class_id != 60:  # RabbitMQ's rabbit_command_assembler answers 505
                     raise ConnectionError(
@@ -528,18 +519,9 @@ class ServerConnection:
                     state.received = 0
                     state.stage = 2
             elif frame_type == FRAME_BODY:
-                state = channels.get(channel)
-                if state is None or state.closing:
-                    if state is None:
-                        raise ConnectionError(
-                            CHANNEL_ERROR, f"content body on channel {channel}, which is not open"
-                        )
+                state = self._content_state(channel, 2, "content body", "a content header")
+                if state is None:
                     continue
-                if state.stage != 2:
-                    raise ConnectionError(
-                        UNEXPECTED_FRAME,
-                        f"content body on channel {channel} without a content header before it",
-                    )
                 state.received += len(payload)
                 if state.received == state.size and not state.parts:
                     state.stage = 0
@@ -565,6 +547,20 @@ class ServerConnection:
                     )
             else:
                 raise ConnectionError(FRAME_ERROR, f"unknown frame type {frame_type}")
+
+    def _content_state(self, channel: int, stage: int, what: str, before: str) -> _Channel | None:
+        """The channel a content frame belongs to, when it expects one at ``stage``; None for a
+        closing channel (its frames are dropped); an error otherwise."""
+        state = self._channels.get(channel)
+        if state is None:
+            raise ConnectionError(CHANNEL_ERROR, f"{what} on channel {channel}, which is not open")
+        if state.closing:
+            return None
+        if state.stage != stage:
+            raise ConnectionError(
+                UNEXPECTED_FRAME, f"{what} on channel {channel} without {before} before it"
+            )
+        return state
 
     def _emit_publish(
         self, channel: int, state: _Channel, body: bytes, events: list[Event]

@@ -32,18 +32,8 @@ _Q = struct.Struct(">Q")
 
 def decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:
     """(exchange, routing_key, mandatory, immediate) of a basic.publish payload."""
-    try:
-        n = payload[6]
-        end = 7 + n
-        exchange = payload[7:end].decode("utf-8", "surrogateescape") if n else ""
-        n = payload[end]
-        start = end + 1
-        end = start + n
-        routing_key = payload[start:end].decode("utf-8", "surrogateescape")
-        bits = payload[end]
-    except IndexError:
-        raise FrameError(SYNTAX_ERROR, "basic.publish frame is shorter than its arguments", 60, 40)
-    return exchange, routing_key, bool(bits & 1), bool(bits & 2)
+    exchange, routing_key, mandatory, immediate, _raw = decode_publish_raw(payload)
+    return exchange, routing_key, mandatory, immediate
 
 
 def decode_publish_raw(payload: bytes) -> tuple[str, str, bool, bool, bytes]:
