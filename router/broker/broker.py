@@ -19,6 +19,7 @@ from router.broker.timeindex import TimeIndex, Timer
 from router.broker.vhost import VirtualHost
 
 if TYPE_CHECKING:
+    from router.broker.channel import Channel
     from router.broker.session import Session
 
 
@@ -45,6 +46,7 @@ CAPABILITIES = (
     "consumer_priorities",
     "authentication_failure_close",
     "per_consumer_qos",
+    "direct_reply_to",
 )
 
 
@@ -71,6 +73,8 @@ class Broker:
         for name in self.config.vhosts:
             self.add_vhost(name)
         self.sessions: dict[int, Session] = {}
+        # direct reply-to: "amq.rabbitmq.reply-to.<token>" -> the channel consuming replies
+        self.reply_channels: dict[str, Channel] = {}
         self._session_ids = 0
 
     def add_vhost(self, name: str) -> VirtualHost:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from router.amqp import fastpath
 from router.amqp.constants import NOT_FOUND, PRECONDITION_FAILED
 from router.amqp.errors import ChannelError
-from router.broker.message import QueuedMessage
+from router.broker.message import Message, QueuedMessage
 from router.broker.queues import Queue
 
 if TYPE_CHECKING:
@@ -105,6 +105,9 @@ class Channel:
         self.tx_acks: list[tuple[bool | None, list[tuple[int, Unacked]]]] = []
         self.last_queue = ""
         self.closed = False
+        # direct reply-to: this channel's reply name and the consumer tag replies carry
+        self.reply_to: str | None = None
+        self.reply_consumer: bytes = b""
 
     # --- delivering ----------------------------------------------------------------------------
 
@@ -134,6 +137,25 @@ class Channel:
             self.unacked[tag] = (entry, queue, consumer)
             consumer.unacked += 1
             self.consumer_unacked += 1
+
+    def deliver_reply(self, message: Message) -> None:
+        """A direct reply-to message: straight to this channel's reply consumer, no queue, no
+        ack (RabbitMQ's direct reply-to)."""
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        session = self.session
+        session.write(
+            fastpath.deliver_message(
+                self.number,
+                self.reply_consumer,
+                tag,
+                False,
+                message.exchange_rk,
+                message.header_payload,
+                message.body,
+                session.frame_max,
+            )
+        )
 
     def get(self, queue: Queue, no_ack: bool) -> bool:
         """basic.get: send get-ok with the next message, or get-empty."""

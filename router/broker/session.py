@@ -50,6 +50,10 @@ if TYPE_CHECKING:
     from router.broker.broker import Broker
     from router.broker.vhost import VirtualHost
 
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+DIRECT_REPLY_TO_PREFIX = DIRECT_REPLY_TO + "."
+DIRECT_REPLY_TO_BYTES = DIRECT_REPLY_TO.encode()
+
 # Stop delivering to a connection whose unsent output exceeds this (RabbitMQ's credit flow does
 # the same job): a slow no-ack consumer cannot make the broker buffer without bound.
 OUTPUT_HIGH_WATER = 1 << 20
@@ -257,6 +261,9 @@ class Session:
 
     def _close_channel_state(self, channel: Channel) -> None:
         self._confirm_channels.pop(channel, None)
+        if channel.reply_to is not None:
+            self.broker.reply_channels.pop(channel.reply_to, None)
+            channel.reply_to = None
         for queue in channel.close():
             self._maybe_auto_delete(queue)
 
@@ -329,6 +336,9 @@ class Session:
         exchange = vhost.exchanges.get(exchange_name)
         if exchange is None:  # deleted between a tx publish and its commit
             return
+        if DIRECT_REPLY_TO_BYTES in properties:
+            properties = self._direct_reply_to(channel, properties)
+            header_payload = None
         cc: tuple[str, ...] = ()
         bcc: tuple[str, ...] = ()
         due_at = None
@@ -357,7 +367,14 @@ class Session:
         dedup = exchange.dedup
         if dedup is not None and dedup.seen(message, self.broker.clock.now):
             return  # a duplicate: dropped, and still confirmed (the community plugin does too)
-        queues = vhost.route(exchange, message)
+        if not exchange_name and routing_key.startswith(DIRECT_REPLY_TO_PREFIX):
+            target = self.broker.reply_channels.get(routing_key)
+            if target is not None and not target.closed:
+                target.deliver_reply(message)
+                return
+            queues = []
+        else:
+            queues = vhost.route(exchange, message)
         vhost.published += 1
         if not queues:
             vhost.unroutable += 1
@@ -376,6 +393,16 @@ class Session:
                 refused = True
         if refused and seq and channel.confirm:
             channel.nacked.append(seq)
+
+    def _direct_reply_to(self, channel: Channel, properties: bytes) -> bytes:
+        """A publish with reply_to "amq.rabbitmq.reply-to": the reply address becomes this
+        channel's own (RabbitMQ's direct reply-to); the channel must consume replies first."""
+        decoded = decode_properties(properties)
+        if decoded.reply_to != DIRECT_REPLY_TO:
+            return properties
+        if channel.reply_to is None:
+            raise ChannelError(PRECONDITION_FAILED, "fast reply consumer does not exist")
+        return decoded.replace(reply_to=channel.reply_to).encode()
 
     def _due_at(self, headers: FieldTable) -> float | None:
         """When a message published to an x-delayed-message exchange becomes visible:
@@ -467,6 +494,10 @@ class Session:
     def _queue_declare(self, channel: Channel, method: spec.QueueDeclare) -> None:
         vhost = self._vhost()
         name = method.queue
+        if method.passive and name.startswith(DIRECT_REPLY_TO):
+            # the pseudo-queue exists for clients that check it (RabbitMQ answers declare-ok)
+            self._reply(channel, spec.QueueDeclareOk(name, 0, 0), method.nowait)
+            return
         if method.passive and not name:
             name = channel.resolve_queue_name(name)
         queue = vhost.declare_queue(
@@ -529,6 +560,9 @@ class Session:
             consumer.queue.dispatch()
 
     def _basic_consume(self, channel: Channel, method: spec.BasicConsume) -> None:
+        if method.queue == DIRECT_REPLY_TO:
+            self._consume_replies(channel, method)
+            return
         vhost = self._vhost()
         queue = vhost.queue(channel.resolve_queue_name(method.queue), self)
         tag = method.consumer_tag or f"amq.ctag-{self.broker.ids.token()}"
@@ -555,7 +589,28 @@ class Session:
         self._reply(channel, spec.BasicConsumeOk(tag), method.nowait)
         queue.dispatch()
 
+    def _consume_replies(self, channel: Channel, method: spec.BasicConsume) -> None:
+        """basic.consume on amq.rabbitmq.reply-to: a no-ack consumer of direct replies."""
+        if not method.no_ack:
+            raise ChannelError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
+        if channel.reply_to is not None:
+            raise ChannelError(PRECONDITION_FAILED, "reply consumer already set")
+        tag = method.consumer_tag or f"amq.ctag-{self.broker.ids.token()}"
+        if tag in channel.consumers:
+            raise ConnectionError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        channel.reply_to = f"{DIRECT_REPLY_TO_PREFIX}{self.broker.ids.token()}"
+        channel.reply_consumer = fastpath.shortstr(tag)
+        self.broker.reply_channels[channel.reply_to] = channel
+        self._reply(channel, spec.BasicConsumeOk(tag), method.nowait)
+
     def _basic_cancel(self, channel: Channel, method: spec.BasicCancel) -> None:
+        if channel.reply_to is not None and fastpath.shortstr(method.consumer_tag) == (
+            channel.reply_consumer
+        ):
+            self.broker.reply_channels.pop(channel.reply_to, None)
+            channel.reply_to = None
+            self._reply(channel, spec.BasicCancelOk(method.consumer_tag), method.nowait)
+            return
         consumer = channel.remove_consumer(method.consumer_tag)
         self._reply(channel, spec.BasicCancelOk(method.consumer_tag), method.nowait)
         if consumer is not None:

@@ -1043,7 +1043,6 @@ def test_declaring_a_queue_with_a_mistyped_argument_fails_with_406(
     assert "invalid arg 'x-max-length'" in caught.value.reply_text
 
 
-@pytest.mark.xfail(reason="router has no direct reply-to (amq.rabbitmq.reply-to)", strict=True)
 def test_direct_reply_to_delivers_a_reply_without_a_queue(
     connection: BlockingConnection, channel: BlockingChannel
 ) -> None:
