@@ -15,6 +15,7 @@ import pika
 import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika_helpers import drain, pump_until, ready_count
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -50,28 +51,6 @@ def channel(connection: BlockingConnection) -> BlockingChannel:
 
 def temp_queue(channel: BlockingChannel, **arguments: object) -> str:
     return channel.queue_declare("", exclusive=True, arguments=arguments or None).method.queue
-
-
-def ready_count(channel: BlockingChannel, queue: str) -> int:
-    return channel.queue_declare(queue, passive=True).method.message_count
-
-
-def drain(channel: BlockingChannel, queue: str) -> list[bytes]:
-    bodies = []
-    while True:
-        method, _props, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            return bodies
-        bodies.append(body)
-
-
-def pump_until(connection: BlockingConnection, condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    """Process I/O until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        connection.process_data_events(time_limit=0.05)
 
 
 # ---------------------------------------------------------------------------------------------

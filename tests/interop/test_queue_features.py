@@ -28,6 +28,8 @@ from kombu import Consumer as KombuConsumer
 from kombu import Producer as KombuProducer
 from kombu import Queue as KombuQueue
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika_helpers import drain, ready_count
+from pika_helpers import pump_until as _pump_until
 
 SLACK = 2.0  # generous upper bound added to delays: machines are noisy
 
@@ -75,26 +77,9 @@ def dead_letter_target(channel: BlockingChannel) -> tuple[str, str]:
     return exchange, queue
 
 
-def ready_count(channel: BlockingChannel, queue: str) -> int:
-    return channel.queue_declare(queue, passive=True).method.message_count
-
-
-def drain(channel: BlockingChannel, queue: str) -> list[bytes]:
-    bodies = []
-    while True:
-        method, _props, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            return bodies
-        bodies.append(body)
-
-
 def pump_until(connection: BlockingConnection, condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    """Process I/O until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        connection.process_data_events(time_limit=0.01)
+    """Fine-grained steps: these tests time arrivals."""
+    _pump_until(connection, condition, timeout, step=0.01)
 
 
 def poll_get(channel: BlockingChannel, queue: str, timeout: float) -> tuple[Any, Any, bytes] | None:
