@@ -367,12 +367,17 @@ class Queue:
         if level is None:
             level = self._levels[level_no] = _Level()
         ready = level.ready  # runs once per queued message: kept inline
-        if not ready or entry.seq > ready[-1].seq:
+        if not ready:
+            # the level may be marked empty: mark it (only now, so the big-int mask arithmetic
+            # of a many-level queue runs once per level that fills, not once per message)
+            if not level.nrequeued:
+                self._mask |= 1 << level_no
+            ready.append(entry)
+        elif entry.seq > ready[-1].seq:
             ready.append(entry)
         else:
             level.requeued.add(entry)
             level.nrequeued += 1
-        self._mask |= 1 << level_no
         entry.state = READY
         self.ready_count += 1
         self.ready_bytes += len(entry.message.body)
