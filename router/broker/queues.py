@@ -303,7 +303,8 @@ class Queue:
         if (
             self.options.expires is not None
             and not self.consumer_count
-            and (self._idle_timer is None)
+            and self._idle_timer is None
+            and not self.deleted  # a deleted queue losing its consumers needs no timer
         ):
             self._idle_timer = self._add_timer(
                 self.last_used + self.options.expires / 1000, _IDLE, None
@@ -537,7 +538,11 @@ class Queue:
 
     def _make_ready(self, entry: QueuedMessage) -> None:
         """A new (or newly due) message: straight to a consumer that can take it, else ready."""
-        if entry.expires_at is not None and entry.expires_at <= self.clock.now:
+        expires_at = entry.expires_at
+        if expires_at is not None and expires_at < self.clock.now:
+            self._expire([entry])  # due after its deadline (a late tick): never delivered
+            return
+        if expires_at is not None and expires_at == self.clock.now:
             # TTL 0 (RabbitMQ): delivered only if a consumer can take it at once
             consumer = (
                 self._next_consumer() if self.consumer_count and not self.ready_count else None
