@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 
 from router import __version__
 from router.config import ConfigError, Settings, load_settings
@@ -28,6 +29,17 @@ def _build_parser() -> argparse.ArgumentParser:
         help="heartbeat interval proposed to clients, seconds (default 60)",
     )
     serve.add_argument("--log-level", default=None, help="debug, info, warning (default info)")
+    serve.add_argument(
+        "--data-dir",
+        default=None,
+        help="where durable exchanges, queues, bindings and persistent messages are kept "
+        "(default ./var/router)",
+    )
+    serve.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="keep nothing on disk: durable things are lost at exit (tests, benchmarks)",
+    )
 
     bench = sub.add_parser("bench", help="measure end-to-end throughput")
     from router.bench import add_arguments
@@ -48,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
                     "port": args.port,
                     "heartbeat": args.heartbeat,
                     "log_level": args.log_level,
+                    "data_dir": args.data_dir,
                 },
             )
         except ConfigError as error:
             print(f"router: {error}", file=sys.stderr)
             return 2
-        return serve(settings)
+        return serve(settings, in_memory=args.in_memory)
     if args.command == "bench":
         from router.bench import run
 
@@ -62,11 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, *, in_memory: bool = False) -> int:
     import trio
 
     from router.broker.broker import Broker, BrokerConfig
+    from router.broker.ports import Clock
     from router.runtime.server import AMQPServer
+    from router.runtime.storage import StoreFlusher
+    from router.store.recovery import restore
+    from router.store.sqlite import SQLiteStore, StoreError, StoreFailed, open_store
 
     # A queue backlog is hundreds of thousands of long-lived Message objects; with CPython's
     # default thresholds (700, 10, 10) the cyclic GC re-scans them on every 25 % of heap growth
@@ -77,6 +94,15 @@ def serve(settings: Settings) -> int:
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    log = logging.getLogger("router")
+    clock = Clock()
+    store: SQLiteStore | None = None
+    if not in_memory:
+        try:
+            store = open_store(settings.data_dir, clock)
+        except StoreError as error:
+            log.error("cannot start: %s", error)
+            return 1
     broker = Broker(
         BrokerConfig(
             channel_max=settings.channel_max,
@@ -85,16 +111,34 @@ def serve(settings: Settings) -> int:
             max_message_size=settings.max_message_size,
             users=settings.users,
             vhosts=settings.vhosts,
-        )
+        ),
+        clock=clock,
+        store=store,
     )
     server = AMQPServer(broker)
+    flusher = StoreFlusher(broker, store) if store is not None else None
 
     async def run() -> None:
+        clock.now = trio.current_time()
+        clock.wall_offset = time.time() - clock.now
         async with trio.open_nursery() as nursery:
+            if store is not None and flusher is not None:
+                recovered = restore(broker, store)
+                log.info(
+                    "recovered from %s in %.2f s: %d exchanges, %d queues, %d bindings, "
+                    "%d messages",
+                    store.path,
+                    recovered.seconds,
+                    recovered.exchanges,
+                    recovered.queues,
+                    recovered.bindings,
+                    recovered.messages,
+                )
+                await nursery.start(flusher.run)
             try:
                 await nursery.start(server.serve, settings.host, settings.port)
             except OSError as error:
-                logging.getLogger("router").error(
+                log.error(
                     "cannot listen on %s:%d: %s (is another broker running there? pick another "
                     "port with --port)",
                     settings.host,
@@ -104,17 +148,37 @@ def serve(settings: Settings) -> int:
                 raise SystemExit(1) from None
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
-                    logging.getLogger("router").info(
+                    log.info(
                         "%s received: closing connections (320) and stopping",
                         signal.Signals(signum).name,
                     )
                     break
             await server.shutdown()
+            if flusher is not None:
+                with trio.move_on_after(30):
+                    await flusher.drain()
+                log.info("store: %s", flusher.summary())
             nursery.cancel_scope.cancel()
 
     try:
         trio.run(run)
     except KeyboardInterrupt:
         pass
-    logging.getLogger("router").info("stopped")
+    except BaseException as error:
+        if not _caused_by(error, StoreFailed):
+            raise
+        return 70  # EX_SOFTWARE: logged by the flusher; the next start recovers from the store
+    finally:
+        if store is not None:
+            store.close()
+    log.info("stopped")
     return 0
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``error`` is a ``kind``, or an exception group holding one (trio's nurseries)."""
+    if isinstance(error, kind):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return any(_caused_by(inner, kind) for inner in error.exceptions)
+    return False

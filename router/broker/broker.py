@@ -7,13 +7,15 @@ unit test.
 from __future__ import annotations
 
 import platform
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from router import __version__
 from router.amqp.tables import FieldTable
-from router.broker.ports import Clock, IdSource, RandomIds, RandomSource
+from router.broker.passwords import check_password, hash_password
+from router.broker.ports import Clock, IdSource, RandomIds, RandomSource, Store
 from router.broker.queues import Queue
 from router.broker.timeindex import TimeIndex, Timer
 from router.broker.vhost import VirtualHost
@@ -58,8 +60,14 @@ class Broker:
         *,
         clock: Clock | None = None,
         random: RandomSource | None = None,
+        store: Store | None = None,
     ) -> None:
         self.config = config or BrokerConfig()
+        # durability (None: everything lives in memory, as in unit tests)
+        self.store = store
+        # what waits for a store batch to be on disk: (batch, action), in batch order
+        self._after_commit: deque[tuple[int, Callable[[], None]]] = deque()
+        self.committed_batch = 0  # every store batch up to this one is on disk
         self.ids: IdSource = ids or RandomIds()
         self.clock = clock if clock is not None else Clock()
         self._random = random
@@ -68,7 +76,10 @@ class Broker:
         self._queue_timer: dict[Queue, Timer[Queue]] = {}
         # the runtime's hook: a deadline earlier than any before was scheduled (wake the timer)
         self.on_earlier_deadline: Callable[[float], None] = lambda deadline: None
-        self.users: dict[str, str] = dict(self.config.users)
+        # user name -> password hash (passwords.py); clear text is never kept
+        self.users: dict[str, str] = {}
+        for user, password in self.config.users:
+            self.users[user] = hash_password(password)
         self.vhosts: dict[str, VirtualHost] = {}
         for name in self.config.vhosts:
             self.add_vhost(name)
@@ -81,10 +92,37 @@ class Broker:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(
-                name, self.ids, clock=self.clock, scheduler=self.schedule, random=self._random
+                name,
+                self.ids,
+                clock=self.clock,
+                scheduler=self.schedule,
+                random=self._random,
+                store=self.store,
             )
             vhost.on_queue_deleted = self._queue_deleted
+            if self.store is not None:
+                self.store.vhost_added(name)
         return vhost
+
+    def set_user(self, name: str, password: str | None = None, *, password_hash: str = "") -> None:
+        """Add or change a user, from a clear-text password or a ready hash."""
+        self.users[name] = hash_password(password) if password is not None else password_hash
+        if self.store is not None:
+            self.store.user_changed(name, self.users[name])
+
+    # --- durability ----------------------------------------------------------------------------
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once everything recorded in the store so far is on disk."""
+        assert self.store is not None
+        self._after_commit.append((self.store.batch, action))
+
+    def store_committed(self, batch: int) -> None:
+        """The store's batch ``batch`` (and every one before it) is on disk."""
+        self.committed_batch = batch
+        waiting = self._after_commit
+        while waiting and waiting[0][0] <= batch:
+            waiting.popleft()[1]()
 
     # --- time ----------------------------------------------------------------------------------
 
@@ -113,7 +151,7 @@ class Broker:
 
     def authenticate(self, user: str, password: str) -> bool:
         expected = self.users.get(user)
-        return expected is not None and expected == password
+        return expected is not None and check_password(password, expected)
 
     def server_properties(self) -> FieldTable:
         capabilities = FieldTable({name: True for name in CAPABILITIES})

@@ -8,7 +8,7 @@ the whole channel (RabbitMQ 3.x semantics). Requeued messages return to their or
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
 from router.amqp import fastpath
@@ -99,6 +99,8 @@ class Channel:
         self.publish_seq = 0
         self.confirmed_upto = 0
         self.nacked: list[int] = []
+        # confirms waiting for the store: (publish seq, store batch), in order
+        self.held: deque[tuple[int, int]] = deque()
         self.tx = False
         self.tx_publishes: list[object] = []
         # settlements made in the open transaction: (requeue or None for ack, [(tag, record)])

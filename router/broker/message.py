@@ -155,6 +155,12 @@ WAITING = 2  # invisible until a due time: scheduled delivery or retry backoff
 GONE = 3  # acked, dropped, dead-lettered or expired; a stale index entry is skipped
 
 
+# Durability of a queued message (QueuedMessage.stored)
+NOT_STORED = 0  # transient message or non-durable queue: lives in memory only
+UNWRITTEN = 1  # persistent in a durable queue, its row not yet in a batch
+WRITTEN = 2  # its row is in a batch (written, or being written)
+
+
 class QueuedMessage:
     """A message in one queue: its position there, its state, and its deadlines."""
 
@@ -169,6 +175,7 @@ class QueuedMessage:
         "redelivered",
         "seq",
         "state",
+        "stored",
         "timer",
     )
 
@@ -184,6 +191,7 @@ class QueuedMessage:
         self.lease: Timer[Any] | None = None  # consumer-timeout timer while unacked
         self.consumer: object | None = None  # who holds it while unacked (for leases)
         self.delivery_tag = 0
+        self.stored = NOT_STORED  # durability: see below
 
     def __lt__(self, other: QueuedMessage) -> bool:
         return self.seq < other.seq

@@ -1,11 +1,16 @@
-"""Interfaces the model needs from outside: name generation. (The Store port arrives with
-durability.) Implementations come in through constructors, so tests can be deterministic."""
+"""Interfaces the model needs from outside: names, time, randomness and the durable store.
+Implementations come in through constructors, so tests can be deterministic."""
 
 from __future__ import annotations
 
 import base64
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from router.broker.exchanges.base import Binding, Exchange
+    from router.broker.message import QueuedMessage
+    from router.broker.queues import Queue
 
 
 class IdSource(Protocol):
@@ -53,3 +58,46 @@ class RandomSource(Protocol):
     def random(self) -> float:
         """A float in [0, 1) (retry jitter)."""
         ...
+
+
+class Store(Protocol):
+    """Where durable things go (``router.store`` implements it; the model never imports that).
+
+    Every call only *records* a change, at once and without waiting; the runtime writes what was
+    recorded as one transaction (a batch) and tells the broker when it is on disk
+    (``Broker.store_committed``). ``batch`` is the number of the batch collecting changes now;
+    ``writes`` counts the changes recorded, so a caller can tell whether an action wrote anything
+    (a publisher confirm then waits for that batch).
+
+    Stored: durable vhosts' exchanges, queues and bindings, and the persistent messages of durable
+    queues. A message is recorded by reference: the row written is the entry's state at the time
+    the batch is cut, so a message published and acked within one batch is never written at all.
+    """
+
+    batch: int
+    writes: int
+    loading: bool  # True while recovery rebuilds the broker: nothing is recorded
+
+    def message_changed(self, queue: Queue, entry: QueuedMessage) -> None:
+        """A stored entry was enqueued, delivered, requeued or has left the queue (GONE)."""
+
+    def queue_declared(self, queue: Queue) -> None: ...
+
+    def queue_deleted(self, queue: Queue) -> None:
+        """The queue and every message in it are gone."""
+
+    def exchange_declared(self, exchange: Exchange) -> None: ...
+
+    def exchange_deleted(self, exchange: Exchange) -> None: ...
+
+    def binding_added(self, binding: Binding) -> None: ...
+
+    def binding_removed(self, binding: Binding) -> None: ...
+
+    def vhost_added(self, name: str) -> None: ...
+
+    def user_changed(self, name: str, password_hash: str | None) -> None:
+        """A user was added or changed (None: deleted)."""
+
+    def dedup_remembered(self, exchange: Exchange, key: str, expires_at: float | None) -> None:
+        """An exchange's deduplication cache remembered a key (until ``expires_at``, monotonic)."""

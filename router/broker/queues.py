@@ -32,8 +32,17 @@ from sortedcontainers import SortedList
 from router.amqp.tables import FieldTable
 from router.broker.arguments import QueueOptions
 from router.broker.deadletter import DELIVERY_LIMIT, EXPIRED, MAXLEN, REJECTED
-from router.broker.message import GONE, READY, UNACKED, WAITING, Message, QueuedMessage
-from router.broker.ports import Clock
+from router.broker.message import (
+    GONE,
+    READY,
+    UNACKED,
+    UNWRITTEN,
+    WAITING,
+    WRITTEN,
+    Message,
+    QueuedMessage,
+)
+from router.broker.ports import Clock, Store
 from router.broker.timeindex import TimeIndex, Timer
 
 if TYPE_CHECKING:
@@ -52,6 +61,7 @@ class QueueHost(Protocol):
     """What a queue needs from its virtual host."""
 
     clock: Clock
+    store: Store | None
 
     def random(self) -> float: ...
 
@@ -73,6 +83,7 @@ class DetachedHost:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
+        self.store: Store | None = None
         self.dead: list[tuple[str, QueuedMessage]] = []
         self.deadline: float | None = None
         self.expired_queues: list[Queue] = []
@@ -173,6 +184,9 @@ class Queue:
         )
         self.host: QueueHost = host if host is not None else DetachedHost()
         self.clock = self.host.clock
+        # durability: persistent messages of a durable queue are recorded in the store
+        self._store: Store | None = self.host.store if durable else None
+        self.store_id = 0  # the store's number for this queue (0: not stored)
         levels = (self.options.max_priority or 0) + 1
         self._levels: list[_Level | None] = [None] * levels
         self._mask = 0
@@ -478,6 +492,9 @@ class Queue:
             # the common case, kept short: straight to a consumer, else to the ready index
             self._seq += 1
             entry = QueuedMessage(message, self._seq)
+            if self._store is not None and message.delivery_mode == 2:
+                entry.stored = UNWRITTEN
+                self._store.message_changed(self, entry)
             if self.consumer_count and not self.ready_count:
                 consumer = self._next_consumer()
                 if consumer is not None:
@@ -503,6 +520,9 @@ class Queue:
             return False
         self._seq += 1
         entry = QueuedMessage(message, self._seq)
+        if self._store is not None and message.delivery_mode == 2:
+            entry.stored = UNWRITTEN
+            self._store.message_changed(self, entry)
         if key is not None:
             self._dedup[key] = self._dedup.get(key, 0) + 1
         max_priority = options.max_priority
@@ -528,6 +548,45 @@ class Queue:
             return True
         self._make_ready(entry)
         return True
+
+    def restore(
+        self,
+        message: Message,
+        seq: int,
+        *,
+        level: int,
+        delivery_count: int,
+        expires_at: float | None,
+        available_at: float | None,
+    ) -> QueuedMessage:
+        """Put back a message read from the store at start, in ``seq`` order. One that had been
+        delivered comes back ready and redelivered (its ack never came). Deadlines already past
+        fire on the first tick, once every queue is back (so dead-letter targets exist)."""
+        entry = QueuedMessage(message, seq)
+        entry.stored = WRITTEN
+        entry.level = level if level < len(self._levels) else len(self._levels) - 1
+        entry.delivery_count = delivery_count
+        entry.redelivered = delivery_count > 0
+        entry.expires_at = expires_at
+        if seq > self._seq:
+            self._seq = seq
+        if self.options.deduplication:
+            key = self._dedup_key(message)
+            if key is not None:
+                self._dedup[key] = self._dedup.get(key, 0) + 1
+        if available_at is not None and available_at > self.clock.now:
+            entry.state = WAITING
+            self.waiting += 1
+            entry.timer = self._add_timer(available_at, _DUE, entry)
+        else:
+            self._insert(entry)
+        return entry
+
+    def stored_available_at(self, entry: QueuedMessage) -> float | None:
+        """When a held-back (scheduled, backing-off) entry becomes visible, for the store."""
+        if entry.state == WAITING and entry.timer is not None:
+            return entry.timer.deadline
+        return None
 
     def _would_overflow(self, message: Message) -> bool:
         options = self.options
@@ -582,6 +641,8 @@ class Queue:
 
     def _deliver(self, consumer: Consumer, entry: QueuedMessage) -> None:
         entry.delivery_count += 1
+        if entry.stored:
+            self._store.message_changed(self, entry)  # type: ignore[union-attr]
         self.stats.delivered += 1
         if entry.redelivered:
             self.stats.redelivered += 1
@@ -614,6 +675,8 @@ class Queue:
             entry.state = UNACKED
             entry.consumer = None
             self.unacked += 1
+        if entry.stored:
+            self._store.message_changed(self, entry)  # type: ignore[union-attr]
         return entry
 
     def dispatch(self) -> None:
@@ -674,6 +737,8 @@ class Queue:
         self.stats.acked += 1
         if self._dedup:
             self._release_key(entry)
+        if entry.stored:
+            self._store.message_changed(self, entry)  # type: ignore[union-attr]
 
     def reject(self, entries: Iterable[QueuedMessage]) -> None:
         """Rejected or nacked without requeue: dead-lettered with reason ``rejected`` (or
@@ -694,9 +759,12 @@ class Queue:
         over_limit: list[QueuedMessage] = []
         expired: list[QueuedMessage] = []
         returned = False
+        store = self._store
         for entry in entries:
             self._settle(entry)
             entry.redelivered = True
+            if entry.stored:
+                store.message_changed(self, entry)  # type: ignore[union-attr]
             if self.deleted:
                 entry.state = GONE
                 continue
@@ -732,9 +800,13 @@ class Queue:
         self._dead_letter(entries, EXPIRED)
 
     def _dead_letter(self, entries: list[QueuedMessage], reason: str) -> None:
+        # the source rows go in the same batch as the copies the host routes on: one transaction
+        store = self._store
         for entry in entries:
             entry.state = GONE
             self._release_key(entry)
+            if entry.stored:
+                store.message_changed(self, entry)  # type: ignore[union-attr]
         if self.options.dead_letter_exchange is not None:
             counts = self.stats.dead_lettered
             counts[reason] = counts.get(reason, 0) + len(entries)
@@ -750,6 +822,8 @@ class Queue:
                 if entry.state == READY:
                     entry.state = GONE
                     self._release_key(entry)
+                    if entry.stored:
+                        self._store.message_changed(self, entry)  # type: ignore[union-attr]
                     if entry.timer is not None:
                         self._timers.cancel(entry.timer)
                         entry.timer = None

@@ -193,6 +193,8 @@ class Session:
             if channel.closed:
                 continue
             upto = channel.publish_seq
+            if channel.held:  # waiting for the store: confirm only what comes before
+                upto = channel.held[0][0] - 1
             if upto <= channel.confirmed_upto:
                 continue
             # acks coalesce into one (multiple) ack per run; a refused publish gets its own nack,
@@ -200,7 +202,11 @@ class Session:
             number = channel.number
             start = channel.confirmed_upto
             frames = []
+            later: list[int] = []
             for nacked in channel.nacked:
+                if nacked > upto:
+                    later.append(nacked)
+                    continue
                 if nacked - 1 > start:
                     frames.append(
                         fastpath.confirm_frame(number, nacked - 1, nacked - 1 - start > 1)
@@ -209,7 +215,7 @@ class Session:
                 start = nacked
             if upto > start:
                 frames.append(fastpath.confirm_frame(number, upto, upto - start > 1))
-            channel.nacked = []
+            channel.nacked = later
             channel.confirmed_upto = upto
             self.write(b"".join(frames))
         self._confirm_channels.clear()
@@ -365,8 +371,12 @@ class Session:
             due_at=due_at,
         )
         dedup = exchange.dedup
-        if dedup is not None and dedup.seen(message, self.broker.clock.now):
-            return  # a duplicate: dropped, and still confirmed (the community plugin does too)
+        if dedup is not None:
+            if dedup.seen(message, self.broker.clock.now):
+                return  # a duplicate: dropped, and still confirmed (the community plugin does too)
+            store = self.broker.store
+            if store is not None and exchange.durable and dedup.last_key is not None:
+                store.dedup_remembered(exchange, dedup.last_key, dedup.last_expires)
         if not exchange_name and routing_key.startswith(DIRECT_REPLY_TO_PREFIX):
             target = self.broker.reply_channels.get(routing_key)
             if target is not None and not target.closed:
@@ -388,11 +398,38 @@ class Session:
                 )
             return
         refused = False
-        for queue in queues:
-            if not queue.publish(message):
-                refused = True
+        store = self.broker.store
+        if store is None or delivery_mode != 2:
+            for queue in queues:
+                if not queue.publish(message):
+                    refused = True
+        else:
+            writes = store.writes
+            for queue in queues:
+                if not queue.publish(message):
+                    refused = True
+            if seq and store.writes != writes:
+                # stored: the confirm waits until its batch is on disk
+                self._hold_confirm(channel, seq, store.batch)
         if refused and seq and channel.confirm:
             channel.nacked.append(seq)
+
+    def _hold_confirm(self, channel: Channel, seq: int, batch: int) -> None:
+        held = channel.held
+        held.append((seq, batch))
+        if len(held) == 1 or held[-2][1] != batch:  # one wake-up per channel and batch
+            self.broker.after_commit(lambda: self._release_confirms(channel))
+
+    def _release_confirms(self, channel: Channel) -> None:
+        """A store batch is on disk: send the confirms that waited for it."""
+        if channel.closed or self.closed:
+            return
+        committed = self.broker.committed_batch
+        held = channel.held
+        while held and held[0][1] <= committed:
+            held.popleft()
+        self._confirm_channels[channel] = None
+        self._flush_confirms()
 
     def _direct_reply_to(self, channel: Channel, properties: bytes) -> bytes:
         """A publish with reply_to "amq.rabbitmq.reply-to": the reply address becomes this
@@ -656,10 +693,20 @@ class Session:
     def _tx_commit(self, channel: Channel, method: spec.TxCommit) -> None:
         if not channel.tx:
             raise ChannelError(PRECONDITION_FAILED, "channel is not transactional")
+        store = self.broker.store
+        writes = store.writes if store is not None else 0
         for publish in channel.commit():
             assert isinstance(publish, Publish)
             self._route(channel, publish)
+        if store is not None and store.writes != writes:
+            # commit-ok says "done": for stored messages and acks, that means on disk
+            self.broker.after_commit(lambda: self._commit_ok(channel))
+            return
         self._reply(channel, spec.TxCommitOk())
+
+    def _commit_ok(self, channel: Channel) -> None:
+        if not channel.closed and not self.closed:
+            self._reply(channel, spec.TxCommitOk())
 
     def _tx_rollback(self, channel: Channel, method: spec.TxRollback) -> None:
         if not channel.tx:

@@ -31,7 +31,7 @@ from router.broker.arguments import (
 from router.broker.deadletter import dead_letter_headers, is_cycle
 from router.broker.exchanges import EXCHANGE_TYPES, Binding, Destination, Exchange
 from router.broker.message import Message, QueuedMessage
-from router.broker.ports import Clock, IdSource, RandomSource
+from router.broker.ports import Clock, IdSource, RandomSource, Store
 from router.broker.queues import Queue
 
 
@@ -64,9 +64,12 @@ class VirtualHost:
         clock: Clock | None = None,
         scheduler: Callable[[Queue, float | None], None] | None = None,
         random: RandomSource | None = None,
+        store: Store | None = None,
     ) -> None:
         self.name = name
         self._ids = ids
+        # durable exchanges, queues and bindings (and the queues' persistent messages) go here
+        self.store = store
         self.clock = clock if clock is not None else Clock()
         self._scheduler = scheduler if scheduler is not None else (lambda queue, deadline: None)
         self._random: RandomSource = random if random is not None else _random.Random()
@@ -153,6 +156,8 @@ class VirtualHost:
                 arguments=arguments,
             )
             self.exchanges[name] = exchange
+            if durable and self.store is not None:
+                self.store.exchange_declared(exchange)
             return exchange
         what = ("exchange", name, self.name)
         if type != existing.TYPE:
@@ -197,6 +202,8 @@ class VirtualHost:
             self._drop_binding(binding)
         for binding in list(self._inbound.get(id(exchange), {}).values()):
             self._drop_binding(binding)
+        if exchange.durable and self.store is not None:
+            self.store.exchange_deleted(exchange)
 
     # --- queues --------------------------------------------------------------------------------
 
@@ -245,6 +252,8 @@ class VirtualHost:
                 host=self,
             )
             self.queues[name] = queue
+            if durable and self.store is not None:
+                self.store.queue_declared(queue)
             return queue
         existing.touch()  # a declare counts as use (x-expires)
         what = ("queue", name, self.name)
@@ -286,6 +295,8 @@ class VirtualHost:
             self._drop_binding(binding)
         self._inbound.pop(id(queue), None)
         count = queue.delete()
+        if queue.durable and self.store is not None:
+            self.store.queue_deleted(queue)
         self.on_queue_deleted(queue)
         return count
 
@@ -304,6 +315,9 @@ class VirtualHost:
         binding = Binding(source, destination, routing_key, arguments)
         if source.bind(binding):
             self._inbound.setdefault(id(destination), {})[(id(source), binding.key)] = binding
+            # RabbitMQ: a binding is durable when both its ends are
+            if source.durable and destination.durable and self.store is not None:
+                self.store.binding_added(binding)
 
     def bind_queue(
         self,
@@ -352,6 +366,8 @@ class VirtualHost:
         inbound = self._inbound.get(id(binding.destination))
         if inbound is not None:
             inbound.pop((id(source), binding.key), None)
+        if source.durable and binding.destination.durable and self.store is not None:
+            self.store.binding_removed(binding)
         # RabbitMQ: an auto-delete exchange goes when its last binding (as source) goes
         if source.auto_delete and not source.bindings and self.exchanges.get(source.name) is source:
             self._remove_exchange(source)

@@ -1,9 +1,9 @@
 """A minimal blocking AMQP 0-9-1 client on router's own codec, for load generation.
 
-It speaks just enough (handshake, channel, declare, publish, consume, ack) to drive a broker as hard
-as possible from one process: publishes are pre-encoded once and sent in large batches, and received
-frames are split by the same ``FrameReader`` the broker uses. It is a tool for ``router bench``,
-not a general client.
+It speaks just enough (handshake, channel, declare, publish, consume, ack, publisher confirms) to
+drive a broker as hard as possible from one process: publishes are pre-encoded once and sent in
+large batches, and received frames are split by the same ``FrameReader`` the broker uses. It is a
+tool for ``router bench``, not a general client.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from router.amqp.tables import FieldTable
 _DELIVER_ID = b"\x00\x3c\x00\x3c"
 _ACK_ID = b"\x00\x3c\x00\x50"
 _NACK_ID = b"\x00\x3c\x00\x78"
+_CONNECTION_CLOSE_ID = b"\x00\x0a\x00\x32"
+_CHANNEL_CLOSE_ID = b"\x00\x14\x00\x28"
 _Q = struct.Struct(">Q")
+
+Confirm = tuple[int, bool, bool]
+"""A publisher confirm from the broker: (delivery tag, multiple, nack)."""
 
 
 @dataclass(frozen=True)
@@ -129,14 +134,23 @@ class BlockingClient:
             spec.QueueDeclareOk,
         )
 
-    def delete_queue(self, name: str) -> None:
-        self.call(spec.QueueDelete(queue=name), spec.QueueDeleteOk)
+    def delete_queue(self, name: str) -> int:
+        """Delete the queue; returns the number of messages it still held."""
+        reply = self.call(spec.QueueDelete(queue=name), spec.QueueDeleteOk)
+        assert isinstance(reply, spec.QueueDeleteOk)
+        return reply.message_count
 
     def qos(self, prefetch: int) -> None:
         self.call(spec.BasicQos(0, prefetch, False), spec.BasicQosOk)
 
     def consume(self, queue: str, tag: str = "bench") -> None:
         self.call(spec.BasicConsume(queue=queue, consumer_tag=tag), spec.BasicConsumeOk)
+
+    def confirm_select(self) -> None:
+        """Put the channel in confirm mode: every publish from now on is numbered from 1 and
+        settled by a ``basic.ack`` or ``basic.nack`` from the broker (read with
+        ``receive_confirms``)."""
+        self.call(spec.ConfirmSelect(), spec.ConfirmSelectOk)
 
     def publish_batch(
         self,
@@ -164,11 +178,37 @@ class BlockingClient:
         count = 0
         last = 0
         for frame_type, _channel, payload in self._read_frames():
-            if frame_type == FRAME_METHOD and payload[:4] == _DELIVER_ID:
-                count += 1
-                offset = 5 + payload[4]
-                last = _Q.unpack_from(payload, offset)[0]
+            if frame_type == FRAME_METHOD:
+                method_id = payload[:4]
+                if method_id == _DELIVER_ID:
+                    count += 1
+                    offset = 5 + payload[4]
+                    last = _Q.unpack_from(payload, offset)[0]
+                elif method_id in (_CONNECTION_CLOSE_ID, _CHANNEL_CLOSE_ID):
+                    self._closed_by_broker(payload)
         return count, last
+
+    def receive_confirms(self) -> list[Confirm]:
+        """Block for the next chunk; returns the publisher confirms in it, in order, as
+        (delivery tag, multiple, nack). Other frames (deliveries, returns) are skipped; a
+        ``connection.close`` or ``channel.close`` from the broker raises ``ConnectionError``."""
+        confirms: list[Confirm] = []
+        for frame_type, _channel, payload in self._read_frames():
+            if frame_type != FRAME_METHOD:
+                continue
+            method_id = payload[:4]
+            if method_id == _ACK_ID:
+                confirms.append((_Q.unpack_from(payload, 4)[0], bool(payload[12] & 1), False))
+            elif method_id == _NACK_ID:
+                confirms.append((_Q.unpack_from(payload, 4)[0], bool(payload[12] & 1), True))
+            elif method_id in (_CONNECTION_CLOSE_ID, _CHANNEL_CLOSE_ID):
+                self._closed_by_broker(payload)
+        return confirms
+
+    def _closed_by_broker(self, payload: bytes) -> None:
+        method = spec.decode_method(payload)
+        assert isinstance(method, (spec.ConnectionClose, spec.ChannelClose))
+        raise ConnectionError(f"closed by the broker: {method.reply_code} {method.reply_text}")
 
     def ack(self, delivery_tag: int, multiple: bool = True) -> None:
         self.sock.sendall(method_frame(1, spec.BasicAck(delivery_tag, multiple)))

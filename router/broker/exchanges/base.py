@@ -35,33 +35,43 @@ class DedupCache:
     A message's key is its ``x-deduplication-header`` header, else its message_id; a message with
     neither is never a duplicate."""
 
-    __slots__ = ("_seen", "duplicates", "size", "ttl")
+    __slots__ = ("_seen", "duplicates", "last_expires", "last_key", "size", "ttl")
 
     def __init__(self, size: int, ttl_ms: int | None) -> None:
         self.size = size
         self.ttl = ttl_ms / 1000 if ttl_ms is not None else None
-        self._seen: OrderedDict[object, float] = OrderedDict()
+        self._seen: OrderedDict[str, float] = OrderedDict()
         self.duplicates = 0
+        # the key the last non-duplicate remembered (None: it had none), for the store
+        self.last_key: str | None = None
+        self.last_expires: float | None = None
 
     def seen(self, message: Message, now: float) -> bool:
         """True for a duplicate (counted); otherwise remembers the message's key."""
+        self.last_key = None
         headers = message.headers
         if headers is not None and "x-deduplication-header" in headers:
-            key: object = ("h", str(headers["x-deduplication-header"]))
+            key = "h:" + str(headers["x-deduplication-header"])
         else:
             message_id = message.message_id
             if message_id is None:
                 return False
-            key = ("m", message_id)
+            key = "m:" + message_id
         expires = self._seen.get(key)
         if expires is not None and (self.ttl is None or expires > now):
             self.duplicates += 1
             return True
-        self._seen[key] = now + self.ttl if self.ttl is not None else 0.0
+        self.remember(key, now + self.ttl if self.ttl is not None else None)
+        return False
+
+    def remember(self, key: str, expires_at: float | None) -> None:
+        """Remember ``key`` (until ``expires_at``, monotonic; None: for as long as it fits)."""
+        self._seen[key] = expires_at if expires_at is not None else 0.0
         self._seen.move_to_end(key)
         while len(self._seen) > self.size:
             self._seen.popitem(last=False)
-        return False
+        self.last_key = key
+        self.last_expires = expires_at
 
 
 class Binding:

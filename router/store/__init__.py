@@ -1,0 +1,1 @@
+"""Durability behind ``broker.ports.Store``: the SQLite store and recovery at start."""
