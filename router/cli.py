@@ -99,7 +99,9 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
     store: SQLiteStore | None = None
     if not in_memory:
         try:
-            store = open_store(settings.data_dir, clock)
+            store = open_store(
+                settings.data_dir, clock, memory_budget=settings.memory_budget or None
+            )
         except StoreError as error:
             log.error("cannot start: %s", error)
             return 1

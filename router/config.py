@@ -28,6 +28,9 @@ class Settings:
     vhosts: tuple[str, ...] = ("/",)
     log_level: str = "info"
     data_dir: str = "./var/router"
+    # bytes of persistent message bodies kept in memory; past it, bodies are read back from the
+    # store on delivery (0: no limit)
+    memory_budget: int = 256 * 1024 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -37,6 +40,7 @@ _INTS = {
     "frame_max": (4096, 1 << 31),
     "heartbeat": (0, 65535),
     "max_message_size": (1, 512 * 1024 * 1024),
+    "memory_budget": (0, 1 << 50),
 }
 _STRS = ("host", "log_level", "data_dir")
 

@@ -144,7 +144,7 @@ def test_the_walker_sees_lazy_relative_type_checking_and_dynamic_imports() -> No
         "typing",
         "router.amqp.spec",
         "router.broker.session",
-        "router.store",
+        "router.store.sqlite",
         "trio",
         "h11",
     ]

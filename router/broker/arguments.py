@@ -344,6 +344,7 @@ class QueueOptions:
         "deduplication",
         "delivery_limit",
         "expires",
+        "lazy",
         "max_length",
         "max_length_bytes",
         "max_priority",
@@ -369,6 +370,8 @@ class QueueOptions:
         self.consumer_timeout = _int_arg(arguments, "x-consumer-timeout")
         self.single_active_consumer = arguments.get("x-single-active-consumer") is True
         self.deduplication = arguments.get("x-message-deduplication") is True
+        # x-queue-mode lazy (RabbitMQ): keep stored bodies on disk, read them back to deliver
+        self.lazy = _str_arg(arguments, "x-queue-mode") == "lazy"
         backoff = arguments.get("x-retry-backoff")
         self.retry_initial: float | None = None
         self.retry_multiplier = 1.0

@@ -62,9 +62,11 @@ class Message:
         "expiration",
         "expiration_ms",
         "header_payload",
+        "paged",
         "priority",
         "properties",
         "routing_key",
+        "size",
     )
 
     def __init__(
@@ -83,11 +85,16 @@ class Message:
         cc: tuple[str, ...] = (),
         bcc: tuple[str, ...] = (),
         due_at: float | None = None,
+        size: int | None = None,
+        paged: bool = False,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.properties = properties
         self.body = body
+        self.size = len(body) if size is None else size
+        # the body is on disk only (``body`` is empty): the queue reads it back to deliver it
+        self.paged = paged
         self.delivery_mode = delivery_mode
         self.priority = priority
         self.expiration = expiration
@@ -95,7 +102,7 @@ class Message:
         self.header_payload = (
             header_payload
             if header_payload is not None
-            else encode_content_header(60, len(body), properties)
+            else encode_content_header(60, self.size, properties)
         )
         self.exchange_rk = (
             exchange_rk if exchange_rk is not None else shortstr(exchange) + shortstr(routing_key)
@@ -132,16 +139,28 @@ class Message:
         for name in sorted(headers, key=lambda k: k.encode("utf-8", "surrogateescape")):
             ordered.set_typed(name, headers.tag(name), headers[name])
         raw = properties.replace(headers=ordered).encode()
-        return encode_content_header(60, len(self.body), raw)
+        return encode_content_header(60, self.size, raw)
+
+    def paged_copy(self) -> Message:
+        """This message without its body in memory (the store holds it)."""
+        return self._copy(b"", paged=True)
+
+    def with_body(self, body: bytes) -> Message:
+        """A paged message made whole again with the body read from the store."""
+        return self._copy(body, paged=False)
+
+    def _copy(self, body: bytes, *, paged: bool) -> Message:
+        copy = Message.__new__(Message)
+        for name in Message.__slots__:
+            setattr(copy, name, getattr(self, name))
+        copy.body = body
+        copy.paged = paged
+        return copy
 
     @property
     def message_id(self) -> str | None:
         """The message_id property (decoded on use: only deduplication needs it)."""
         return decode_properties(self.properties).message_id
-
-    @property
-    def size(self) -> int:
-        return len(self.body)
 
     @property
     def persistent(self) -> bool:
@@ -159,6 +178,7 @@ GONE = 3  # acked, dropped, dead-lettered or expired; a stale index entry is ski
 NOT_STORED = 0  # transient message or non-durable queue: lives in memory only
 UNWRITTEN = 1  # persistent in a durable queue, its row not yet in a batch
 WRITTEN = 2  # its row is in a batch (written, or being written)
+PAGED = 3  # written, and its body dropped from memory: read back from the store to deliver it
 
 
 class QueuedMessage:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from router.broker.exchanges.base import Binding, Exchange
-    from router.broker.message import QueuedMessage
+    from router.broker.message import Message, QueuedMessage
     from router.broker.queues import Queue
 
 
@@ -80,6 +80,10 @@ class Store(Protocol):
 
     def message_changed(self, queue: Queue, entry: QueuedMessage) -> None:
         """A stored entry was enqueued, delivered, requeued or has left the queue (GONE)."""
+
+    def load(self, queue: Queue, entry: QueuedMessage) -> Message:
+        """The whole message of a PAGED entry, its body read back from disk."""
+        ...
 
     def queue_declared(self, queue: Queue) -> None: ...
 

@@ -34,6 +34,7 @@ from router.broker.arguments import QueueOptions
 from router.broker.deadletter import DELIVERY_LIMIT, EXPIRED, MAXLEN, REJECTED
 from router.broker.message import (
     GONE,
+    PAGED,
     READY,
     UNACKED,
     UNWRITTEN,
@@ -395,7 +396,7 @@ class Queue:
             level.nrequeued += 1
         entry.state = READY
         self.ready_count += 1
-        self.ready_bytes += len(entry.message.body)
+        self.ready_bytes += entry.message.size
         if entry.expires_at is not None:
             entry.timer = self._add_timer(entry.expires_at, _EXPIRE, entry)
 
@@ -420,7 +421,7 @@ class Queue:
                 self._gone -= 1
                 continue
             self.ready_count -= 1
-            self.ready_bytes -= len(entry.message.body)
+            self.ready_bytes -= entry.message.size
             if entry.timer is not None:
                 self._timers.cancel(entry.timer)
                 entry.timer = None
@@ -431,7 +432,7 @@ class Queue:
         """Take a ready message out from wherever it sits (expiry)."""
         entry.state = GONE
         self.ready_count -= 1
-        self.ready_bytes -= len(entry.message.body)
+        self.ready_bytes -= entry.message.size
         if entry.timer is not None:
             self._timers.cancel(entry.timer)
             entry.timer = None
@@ -592,7 +593,7 @@ class Queue:
         options = self.options
         return (options.max_length is not None and self.ready_count + 1 > options.max_length) or (
             options.max_length_bytes is not None
-            and self.ready_bytes + len(message.body) > options.max_length_bytes
+            and self.ready_bytes + message.size > options.max_length_bytes
         )
 
     def _make_ready(self, entry: QueuedMessage) -> None:
@@ -642,7 +643,11 @@ class Queue:
     def _deliver(self, consumer: Consumer, entry: QueuedMessage) -> None:
         entry.delivery_count += 1
         if entry.stored:
-            self._store.message_changed(self, entry)  # type: ignore[union-attr]
+            store = self._store
+            assert store is not None
+            if entry.stored == PAGED and entry.message.paged:
+                entry.message = store.load(self, entry)
+            store.message_changed(self, entry)
         self.stats.delivered += 1
         if entry.redelivered:
             self.stats.redelivered += 1
@@ -676,7 +681,11 @@ class Queue:
             entry.consumer = None
             self.unacked += 1
         if entry.stored:
-            self._store.message_changed(self, entry)  # type: ignore[union-attr]
+            store = self._store
+            assert store is not None
+            if entry.stored == PAGED and entry.message.paged:
+                entry.message = store.load(self, entry)
+            store.message_changed(self, entry)
         return entry
 
     def dispatch(self) -> None:
@@ -808,6 +817,10 @@ class Queue:
             if entry.stored:
                 store.message_changed(self, entry)  # type: ignore[union-attr]
         if self.options.dead_letter_exchange is not None:
+            if store is not None:
+                for entry in entries:
+                    if entry.stored == PAGED and entry.message.paged:
+                        entry.message = store.load(self, entry)
             counts = self.stats.dead_lettered
             counts[reason] = counts.get(reason, 0) + len(entries)
             self.host.dead_letter(self, entries, reason)

@@ -57,6 +57,8 @@ class StoreFlusher:
                 )
                 raise
             self.broker.store_committed(batch.number)
+            if batch.pageable:
+                store.page_out(batch)
             now = time.monotonic()
             if now - last_report >= REPORT_EVERY:
                 stats = store.stats

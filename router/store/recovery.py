@@ -14,12 +14,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+from router.amqp.fastpath import shortstr
 from router.amqp.properties import scan
 from router.amqp.tables import FieldTable, decode_table
 from router.broker.broker import Broker
 from router.broker.exchanges.base import Destination
-from router.broker.message import Message
-from router.store.sqlite import SQLiteStore
+from router.broker.message import PAGED, Message
+from router.store.sqlite import PAGE_MIN_BODY, SQLiteStore
 
 log = logging.getLogger("router.store")
 
@@ -109,7 +110,14 @@ def _restore_messages(store: SQLiteStore, queue: object, offset: float) -> int:
     count = 0
     restore = queue.restore
     mask = (1 << 40) - 1
-    for rows in store.messages(queue.store_id):
+    budget = store.memory_budget
+    lazy = queue.options.lazy
+
+    def bodies() -> bool:  # past the memory budget, bodies stay on disk until delivered
+        return not lazy and (budget is None or store.resident < budget)
+
+    rk_cache: dict[tuple[str, str], bytes] = {}
+    for rows in store.messages(queue.store_id, bodies=bodies):
         for (
             row_id,
             level,
@@ -120,6 +128,7 @@ def _restore_messages(store: SQLiteStore, queue: object, offset: float) -> int:
             routing_key,
             keys,
             properties,
+            size,
             body,
         ) in rows:
             delivery_mode, priority, expiration = scan(properties)
@@ -128,18 +137,27 @@ def _restore_messages(store: SQLiteStore, queue: object, offset: float) -> int:
             if keys:
                 cc_list, bcc_list = json.loads(keys)
                 cc, bcc = tuple(cc_list), tuple(bcc_list)
+            exchange_rk = rk_cache.get((exchange, routing_key))
+            if exchange_rk is None:
+                exchange_rk = rk_cache[(exchange, routing_key)] = shortstr(exchange) + shortstr(
+                    routing_key
+                )
+            paged = body is None or (size >= PAGE_MIN_BODY and not bodies())
             message = Message(
                 exchange,
                 routing_key,
                 properties,
-                body,
+                b"" if paged else body,
                 delivery_mode,
                 priority,
                 expiration,
+                exchange_rk=exchange_rk,
                 cc=cc,
                 bcc=bcc,
+                size=size,
+                paged=paged,
             )
-            restore(
+            entry = restore(
                 message,
                 row_id & mask,
                 level=level,
@@ -147,5 +165,9 @@ def _restore_messages(store: SQLiteStore, queue: object, offset: float) -> int:
                 expires_at=expires_at - offset if expires_at is not None else None,
                 available_at=available_at - offset if available_at is not None else None,
             )
+            if paged:
+                entry.stored = PAGED
+            else:
+                store.resident += size
             count += 1
     return count

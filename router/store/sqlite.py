@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from router.amqp.tables import encode_table
 from router.broker.exchanges.base import Exchange
-from router.broker.message import GONE, UNWRITTEN, WRITTEN, QueuedMessage
+from router.broker.message import (
+    GONE,
+    PAGED,
+    READY,
+    UNWRITTEN,
+    WAITING,
+    WRITTEN,
+    Message,
+    QueuedMessage,
+)
 from router.broker.ports import Clock
 
 if TYPE_CHECKING:
@@ -44,6 +53,10 @@ DB_NAME = "router.db"
 LOCK_NAME = "router.lock"
 SEQ_BITS = 40  # a message row's id: queue number << 40 | position in the queue
 SEQ_MASK = (1 << SEQ_BITS) - 1
+# Bodies smaller than this stay in memory whatever the budget: a paged message keeps its
+# properties and routing info, so dropping a tiny body would save next to nothing.
+PAGE_MIN_BODY = 256
+READ_AHEAD = 256  # bodies read per query when delivering paged messages
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,6 +109,8 @@ class Batch:
     inserts: list[tuple[Any, ...]] = field(default_factory=list)
     updates: list[tuple[Any, ...]] = field(default_factory=list)
     deletes: list[tuple[int]] = field(default_factory=list)
+    # entries inserted by this batch that may have their body dropped once it is on disk
+    pageable: list[tuple[QueuedMessage, Queue]] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -110,6 +125,8 @@ class StoreStats:
     rows: int = 0
     messages_written: int = 0  # message rows inserted
     messages_skipped: int = 0  # stored messages gone before their batch: never written
+    paged_out: int = 0  # bodies dropped from memory (on disk only)
+    paged_in: int = 0  # bodies read back to deliver or dead-letter
     last_batch_rows: int = 0
     max_batch_rows: int = 0
     write_seconds: float = 0.0
@@ -131,10 +148,28 @@ class Snapshot:
 class SQLiteStore:
     """``broker.ports.Store`` on a SQLite file. Open it with ``open_store``."""
 
-    def __init__(self, data_dir: Path, db: sqlite3.Connection, lock_fd: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        db: sqlite3.Connection,
+        lock_fd: int,
+        clock: Clock,
+        *,
+        memory_budget: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.path = data_dir / DB_NAME
         self._db = db
+        # the event loop's own connection, for reading paged bodies back (WAL: readers see the
+        # last commit and never wait for the writer)
+        self._reader = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        self._read_ahead: dict[int, bytes] = {}
+        # bytes of stored message bodies held in memory; above the budget, newly written bodies
+        # of ready messages are dropped and read back on delivery (None: no limit)
+        self.memory_budget = memory_budget
+        self.resident = 0
         self._lock_fd = lock_fd
         self.clock = clock
         self.batch = 1
@@ -292,6 +327,7 @@ class SQLiteStore:
         offset = self.clock.wall_offset
         inserts, updates, deletes = batch.inserts, batch.updates, batch.deletes
         skipped = 0
+        budgeted = self.memory_budget is not None
         for entry, queue in dirty.items():
             if queue.deleted or not queue.store_id:
                 continue  # the queue's rows go with it
@@ -299,6 +335,9 @@ class SQLiteStore:
             stored = entry.stored
             if entry.state == GONE:
                 if stored == WRITTEN:
+                    deletes.append((row_id,))
+                    self.resident -= entry.message.size
+                elif stored == PAGED:
                     deletes.append((row_id,))
                 else:
                     skipped += 1
@@ -309,6 +348,9 @@ class SQLiteStore:
             if stored == UNWRITTEN:
                 entry.stored = WRITTEN
                 message = entry.message
+                self.resident += message.size
+                if message.size >= PAGE_MIN_BODY and (budgeted or queue.options.lazy):
+                    batch.pageable.append((entry, queue))
                 keys = json.dumps([message.cc, message.bcc]) if message.cc or message.bcc else None
                 inserts.append(
                     (
@@ -370,6 +412,43 @@ class SQLiteStore:
             del stats.recent[:128]
         return elapsed
 
+    def page_out(self, batch: Batch) -> None:
+        """After ``batch`` is on disk (on the event loop): while over the memory budget, drop the
+        bodies it wrote of messages still waiting in their queues. They are the newest, at the
+        tails, so the queue heads keep theirs and delivery rarely reads from disk."""
+        budget = self.memory_budget
+        over = budget is not None and self.resident > budget
+        for entry, queue in batch.pageable:
+            if not (over or queue.options.lazy):
+                continue
+            if entry.stored != WRITTEN or entry.state not in (READY, WAITING) or queue.deleted:
+                continue
+            entry.message = entry.message.paged_copy()
+            entry.stored = PAGED
+            self.resident -= entry.message.size
+            self.stats.paged_out += 1
+            over = budget is not None and self.resident > budget
+
+    def load(self, queue: Queue, entry: QueuedMessage) -> Message:
+        """Read a paged entry's body back (and the next few of its queue, which are likely to be
+        delivered next)."""
+        row_id = (queue.store_id << SEQ_BITS) | entry.seq
+        body = self._read_ahead.pop(row_id, None)
+        if body is None:
+            self._read_ahead.clear()
+            rows = self._reader.execute(
+                "SELECT id, body FROM messages WHERE id >= ? AND id <= ? ORDER BY id LIMIT ?",
+                (row_id, (queue.store_id << SEQ_BITS) | SEQ_MASK, READ_AHEAD),
+            ).fetchall()
+            self._read_ahead = dict(rows)
+            body = self._read_ahead.pop(row_id, None)
+            if body is None:
+                raise StoreFailed(
+                    f"message {entry.seq} of queue '{queue.name}' is missing from {self.path}"
+                )
+        self.stats.paged_in += 1
+        return entry.message.with_body(body)
+
     # --- reading back ---------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -399,8 +478,11 @@ class SQLiteStore:
             dedup=list(db.execute("SELECT vhost, exchange, key, expires_at FROM dedup ORDER BY n")),
         )
 
-    def messages(self, queue_id: int, chunk: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
-        """A queue's message rows in position order, in chunks."""
+    def messages(
+        self, queue_id: int, chunk: int = 2_000, *, bodies: Callable[[], bool] = lambda: True
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """A queue's message rows in position order, in chunks. The last column is the body, or
+        None when ``bodies()`` says no for that chunk (then the one before is its length)."""
         first = queue_id << SEQ_BITS
         last = first + SEQ_MASK
         after = first - 1
@@ -408,9 +490,9 @@ class SQLiteStore:
         while True:
             rows = db.execute(
                 "SELECT id, level, delivery_count, available_at, expires_at, exchange, "
-                "routing_key, keys, properties, body FROM messages WHERE id > ? AND id <= ? "
-                "ORDER BY id LIMIT ?",
-                (after, last, chunk),
+                "routing_key, keys, properties, length(body), CASE WHEN ? THEN body END "
+                "FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (bodies(), after, last, chunk),
             ).fetchall()
             if not rows:
                 return
@@ -422,6 +504,8 @@ class SQLiteStore:
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
+            self._reader.close()
+        with contextlib.suppress(sqlite3.Error):
             self._db.close()
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -431,7 +515,9 @@ class SQLiteStore:
 # --- opening ----------------------------------------------------------------------------------
 
 
-def open_store(data_dir: str | Path, clock: Clock) -> SQLiteStore:
+def open_store(
+    data_dir: str | Path, clock: Clock, *, memory_budget: int | None = None
+) -> SQLiteStore:
     """Lock ``data_dir`` (created if missing) and open or create its database.
 
     Raises ``StoreError`` with what is wrong and what to do: the directory is in use by another
@@ -454,7 +540,7 @@ def open_store(data_dir: str | Path, clock: Clock) -> SQLiteStore:
         fcntl.flock(lock_fd, fcntl.LOCK_UN)
         os.close(lock_fd)
         raise
-    return SQLiteStore(directory, db, lock_fd, clock)
+    return SQLiteStore(directory, db, lock_fd, clock, memory_budget=memory_budget)
 
 
 def _lock(directory: Path) -> int:
