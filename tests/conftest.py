@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,11 @@ import pytest
 import trio
 
 from router.broker.broker import Broker, BrokerConfig
+from router.broker.ports import Clock
 from router.runtime.server import AMQPServer
+from router.runtime.storage import StoreFlusher
+from router.store.recovery import restore
+from router.store.sqlite import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_TOOL = ROOT.parent / "shared" / "tools" / "rabbitmq-reference"
@@ -55,9 +60,17 @@ class RunningServer:
         self._thread.join(timeout=10)
 
 
-def start_router(config: BrokerConfig | None = None) -> RunningServer:
-    """Start a broker on 127.0.0.1:<ephemeral> in a thread; returns once it listens."""
-    broker = Broker(config or BrokerConfig())
+def start_router(
+    config: BrokerConfig | None = None, *, data_dir: Path | None = None
+) -> RunningServer:
+    """Start a broker on 127.0.0.1:<ephemeral> in a thread; returns once it listens. With
+    ``data_dir``, it is durable: the SQLite store there is recovered first and written by the
+    store flusher, as ``router serve`` does."""
+    store = None
+    clock = Clock()
+    if data_dir is not None:
+        store = open_store(data_dir, clock)
+    broker = Broker(config or BrokerConfig(), clock=clock, store=store)
     server = AMQPServer(broker, shutdown_grace=1.0)
     ready = threading.Event()
     box: dict[str, object] = {}
@@ -67,9 +80,19 @@ def start_router(config: BrokerConfig | None = None) -> RunningServer:
         box["stop"] = stop
         box["token"] = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
+            flusher = None
+            if store is not None:
+                clock.now = trio.current_time()
+                clock.wall_offset = time.time() - clock.now
+                restore(broker, store)
+                flusher = StoreFlusher(broker, store)
+                box["flusher"] = flusher
+                await nursery.start(flusher.run)
             box["port"] = await nursery.start(server.serve, "127.0.0.1", 0)
             ready.set()
             await stop.wait()
+            if flusher is not None:
+                await flusher.drain()
             nursery.cancel_scope.cancel()
 
     def thread_main() -> None:
@@ -78,6 +101,9 @@ def start_router(config: BrokerConfig | None = None) -> RunningServer:
         except BaseException as error:  # surface start-up failures to the test
             box["error"] = error
             ready.set()
+        finally:
+            if store is not None:
+                store.close()
 
     thread = threading.Thread(target=thread_main, name="router-test-server", daemon=True)
     thread.start()

@@ -101,6 +101,7 @@ class Channel:
         self.nacked: list[int] = []
         # confirms waiting for the store: (publish seq, store batch), in order
         self.held: deque[tuple[int, int]] = deque()
+        self.replies_held = 0  # method replies waiting for the store (they keep their order)
         self.tx = False
         self.tx_publishes: list[object] = []
         # settlements made in the open transaction: (requeue or None for ack, [(tag, record)])

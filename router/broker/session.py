@@ -79,6 +79,7 @@ class Session:
         self.wakeup: Callable[[], None] = lambda: None
         self._wake_pending = False
         self.in_flight = 0
+        self._writes_before = 0  # the store's write count when the current method began
         self._was_blocked = False
         self._confirm_channels: dict[Channel, None] = {}
         self.opened = False
@@ -471,11 +472,31 @@ class Session:
                 method.CLASS_ID,
                 method.METHOD_ID,
             )
+        store = self.broker.store
+        if store is not None:
+            self._writes_before = store.writes
         handler(self, channel, method)
 
     def _reply(self, channel: Channel, method: spec.Method, nowait: bool = False) -> None:
-        if not nowait:
-            self.conn.send_method(channel.number, method)
+        if nowait:
+            return
+        store = self.broker.store
+        if store is not None and (
+            channel.replies_held
+            or (method.CLASS_ID in (40, 50) and store.writes != self._writes_before)
+        ):
+            # declare-ok, bind-ok, delete-ok, purge-ok... of something durable say "done": sent
+            # once it is on disk (as RabbitMQ answers after its database write). Replies after a
+            # held one wait behind it, so the channel's replies keep their order.
+            channel.replies_held += 1
+            self.broker.after_commit(lambda: self._send_held(channel, method))
+            return
+        self.conn.send_method(channel.number, method)
+
+    def _send_held(self, channel: Channel, method: spec.Method) -> None:
+        channel.replies_held -= 1
+        if not channel.closed and not self.closed:
+            self.write(method_frame(channel.number, method))
 
     def _channel_close(self, channel: Channel, method: spec.ChannelClose) -> None:
         self.channels.pop(channel.number, None)
@@ -700,13 +721,10 @@ class Session:
             self._route(channel, publish)
         if store is not None and store.writes != writes:
             # commit-ok says "done": for stored messages and acks, that means on disk
-            self.broker.after_commit(lambda: self._commit_ok(channel))
+            channel.replies_held += 1
+            self.broker.after_commit(lambda: self._send_held(channel, spec.TxCommitOk()))
             return
         self._reply(channel, spec.TxCommitOk())
-
-    def _commit_ok(self, channel: Channel) -> None:
-        if not channel.closed and not self.closed:
-            self._reply(channel, spec.TxCommitOk())
 
     def _tx_rollback(self, channel: Channel, method: spec.TxRollback) -> None:
         if not channel.tx:
