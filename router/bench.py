@@ -574,12 +574,15 @@ class Embedded:
     def __init__(self) -> None:
         port = _free_port()
         command = [sys.executable, "-m", "router", "serve", "--port", str(port)]
-        command += ["--log-level", "warning"]
+        # info: the store's group-commit summary is logged at shutdown and reported by the bench
+        command += ["--log-level", "info"]
         self.data_dir: str | None = None
         if _serve_has_data_dir():
             self.data_dir = tempfile.mkdtemp(prefix="router-bench-")
             command += ["--data-dir", self.data_dir]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        self.store_summary: str | None = None
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log)
         self.url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -602,6 +605,12 @@ class Embedded:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if not self.log.closed:
+            self.log.seek(0)
+            for line in self.log.read().decode("utf-8", "replace").splitlines():
+                if " store: " in line:  # "... router: store: N batches, M messages written, ..."
+                    self.store_summary = line.split(" store: ", 1)[1]
+            self.log.close()
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -714,6 +723,9 @@ def run(args: argparse.Namespace) -> int:
         _print_persistent(console, args, results)
     else:
         _print_e2e(console, args, results)
+    if embedded is not None and embedded.store_summary:
+        console.print(f"router's store (group commit, all runs): {embedded.store_summary}")
+        results[0]["store_summary"] = embedded.store_summary
     if args.json:
         Path(args.json).write_text(
             json.dumps(
