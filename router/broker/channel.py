@@ -328,6 +328,9 @@ class Channel:
         if returned:
             merged = sorted([*self.unacked.items(), *returned], key=lambda pair: pair[0])
             self.unacked = OrderedDict(merged)
+            for _tag, (entry, queue, consumer) in returned:
+                if consumer is not None:
+                    queue.restart_lease(entry)
 
     # --- consumers -----------------------------------------------------------------------------
 

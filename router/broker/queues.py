@@ -665,6 +665,18 @@ class Queue:
                 entry.lease = self._add_timer(self.clock.now + timeout / 1000, _LEASE, entry)
         consumer.deliver(self, entry)
 
+    def restart_lease(self, entry: QueuedMessage) -> None:
+        """An unacked delivery whose lease fired while its ack sat in an open transaction came
+        back (tx.rollback): its consumer timeout starts again, so it cannot be held forever."""
+        consumer = entry.consumer
+        if entry.state != UNACKED or entry.lease is not None or consumer is None:
+            return
+        timeout = getattr(consumer, "timeout", None)
+        if timeout is None:
+            timeout = self._consumer_timeout
+        if timeout is not None:
+            entry.lease = self._add_timer(self.clock.now + timeout / 1000, _LEASE, entry)
+
     def get(self, no_ack: bool) -> QueuedMessage | None:
         """basic.get: the next message, counted as unacked unless ``no_ack``."""
         self.touch()

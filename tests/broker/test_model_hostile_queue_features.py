@@ -675,8 +675,9 @@ class QueueFeatures(RuleBasedStateMachine):
         method=st.sampled_from(
             [
                 spec.TxSelect(),
+                spec.TxSelect(),
                 spec.TxCommit(),
-                spec.TxCommit(),
+                spec.TxRollback(),
                 spec.TxRollback(),
                 spec.ChannelFlow(False),
                 spec.ChannelFlow(True),
@@ -686,6 +687,12 @@ class QueueFeatures(RuleBasedStateMachine):
     )
     def tx_or_flow(self, index: int, channel: int, method: spec.Method) -> None:
         """Transactions (settlements held until commit, put back by rollback) and flow."""
+        self._call(index, channel, method)
+
+    @rule(
+        index=CLIENT, channel=CHANNEL, method=st.sampled_from([spec.TxSelect(), spec.TxRollback()])
+    )
+    def tx_more(self, index: int, channel: int, method: spec.Method) -> None:
         self._call(index, channel, method)
 
     @rule(index=CLIENT, channel=CHANNEL, requeue=st.sampled_from([True] * 15 + [False]))

@@ -218,3 +218,17 @@ def test_a_fake_consumer_timeout_overrides_the_queue_timeout():
     queue.add_consumer(consumer)  # type: ignore[arg-type]
     queue.publish(Message("", "q", BasicProperties().encode(), b"x"))
     assert queue.next_deadline() == pytest.approx(0.3)
+
+
+def test_a_lease_that_fires_while_its_ack_waits_in_a_transaction_restarts_after_rollback():
+    client = _client(timeout=1000)
+    client.call(1, spec.TxSelect())
+    _consume_one(client)
+    client.ack(1, 1)  # held by the open transaction
+    _at(client, 1.0)  # the lease fires: the delivery is not in the channel's unacked set
+    client.call(1, spec.TxRollback())  # the delivery is unacked again: its lease starts over
+    queue = _queue(client)
+    assert queue.unacked == 1
+    assert client.broker.next_deadline() == pytest.approx(2.0)
+    _at(client, 2.0)
+    assert (queue.message_count, queue.unacked) == (1, 0)
