@@ -222,8 +222,8 @@ def test_a_fake_consumer_timeout_overrides_the_queue_timeout():
 
 def test_a_lease_that_fires_while_its_ack_waits_in_a_transaction_restarts_after_rollback():
     client = _client(timeout=1000)
-    client.call(1, spec.TxSelect())
     _consume_one(client)
+    client.call(1, spec.TxSelect())
     client.ack(1, 1)  # held by the open transaction
     _at(client, 1.0)  # the lease fires: the delivery is not in the channel's unacked set
     client.call(1, spec.TxRollback())  # the delivery is unacked again: its lease starts over
