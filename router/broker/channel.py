@@ -101,7 +101,10 @@ class Channel:
         self.nacked: list[int] = []
         # confirms waiting for the store: (publish seq, store batch), in order
         self.held: deque[tuple[int, int]] = deque()
-        self.replies_held = 0  # method replies waiting for the store (they keep their order)
+        # waiting for the store to commit a durable change this channel made (a declare, a
+        # tx.commit): its reply is held, and the channel's next frames wait in ``deferred``
+        self.paused = False
+        self.deferred: list[object] = []
         self.tx = False
         self.tx_publishes: list[object] = []
         # settlements made in the open transaction: (requeue or None for ack, [(tag, record)])

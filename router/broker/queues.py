@@ -578,7 +578,11 @@ class Queue:
         if available_at is not None and available_at > self.clock.now:
             entry.state = WAITING
             self.waiting += 1
-            entry.timer = self._add_timer(available_at, _DUE, entry)
+            if expires_at is not None and expires_at <= available_at:
+                # it expires while held back (as ``requeue`` arranges it): at its deadline
+                entry.timer = self._add_timer(expires_at, _EXPIRE, entry)
+            else:
+                entry.timer = self._add_timer(available_at, _DUE, entry)
         else:
             self._insert(entry)
         return entry

@@ -153,24 +153,36 @@ class Session:
                 # An event may name a channel this session closed earlier in the same read
                 # (the connection parsed it first): like the frames of any closing channel, it
                 # is dropped (AMQP 0-9-1 §4.2.3.1). Hence the ``channel is not None`` tests.
+                # A paused channel (waiting for the store) keeps its events for later.
                 if type(event) is Publish:
                     channel = self.channels.get(event.channel)
                     if channel is not None:
-                        self._publish(channel, event)
+                        if channel.paused:
+                            channel.deferred.append(event)
+                        else:
+                            self._publish(channel, event)
                 elif type(event) is Ack:
                     channel = self.channels.get(event.channel)
                     if channel is not None:
-                        channel.ack(event.delivery_tag, event.multiple)
+                        if channel.paused:
+                            channel.deferred.append(event)
+                        else:
+                            channel.ack(event.delivery_tag, event.multiple)
                 elif type(event) is MethodReceived:
-                    self._method(event.channel, event.method)
-                elif type(event) is Nack:
+                    channel = self.channels.get(event.channel)
+                    if channel is not None and channel.paused:
+                        channel.deferred.append(event)
+                    else:
+                        self._method(event.channel, event.method)
+                elif type(event) is Nack or type(event) is Reject:
                     channel = self.channels.get(event.channel)
                     if channel is not None:
-                        channel.nack(event.delivery_tag, event.multiple, event.requeue)
-                elif type(event) is Reject:
-                    channel = self.channels.get(event.channel)
-                    if channel is not None:
-                        channel.nack(event.delivery_tag, False, event.requeue)
+                        if channel.paused:
+                            channel.deferred.append(event)
+                        elif type(event) is Nack:
+                            channel.nack(event.delivery_tag, event.multiple, event.requeue)
+                        else:
+                            channel.nack(event.delivery_tag, False, event.requeue)
                 elif type(event) is OpenRequested:
                     self._open(event)
                 elif type(event) is ChannelFailed:
@@ -478,25 +490,40 @@ class Session:
         handler(self, channel, method)
 
     def _reply(self, channel: Channel, method: spec.Method, nowait: bool = False) -> None:
-        if nowait:
-            return
         store = self.broker.store
-        if store is not None and (
-            channel.replies_held
-            or (method.CLASS_ID in (40, 50) and store.writes != self._writes_before)
+        if (
+            store is not None
+            and method.CLASS_ID in (40, 50)
+            and store.writes != self._writes_before
         ):
-            # declare-ok, bind-ok, delete-ok, purge-ok... of something durable say "done": sent
-            # once it is on disk (as RabbitMQ answers after its database write). Replies after a
-            # held one wait behind it, so the channel's replies keep their order.
-            channel.replies_held += 1
-            self.broker.after_commit(lambda: self._send_held(channel, method))
+            # a durable exchange/queue/binding change: "ok" means on disk
+            self._pause(channel, None if nowait else method)
             return
-        self.conn.send_method(channel.number, method)
+        if not nowait:
+            self.conn.send_method(channel.number, method)
 
-    def _send_held(self, channel: Channel, method: spec.Method) -> None:
-        channel.replies_held -= 1
-        if not channel.closed and not self.closed:
-            self.write(method_frame(channel.number, method))
+    def _pause(self, channel: Channel, reply: spec.Method | None) -> None:
+        """Hold ``reply`` until the store has committed what this channel just changed, and
+        process nothing more on the channel until then, as a RabbitMQ channel waits for its
+        database write: every later reply and delivery of the channel keeps its order."""
+        channel.paused = True
+        self.broker.after_commit(lambda: self._unpause(channel, reply))
+
+    def _unpause(self, channel: Channel, reply: spec.Method | None) -> None:
+        channel.paused = False
+        if channel.closed or self.closed or self.channels.get(channel.number) is not channel:
+            return
+        if reply is not None:
+            self.conn.send_method(channel.number, reply)
+        deferred, channel.deferred = channel.deferred, []
+        if deferred:
+            self._handle(deferred)  # type: ignore[arg-type]
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.wakeup()
 
     def _channel_close(self, channel: Channel, method: spec.ChannelClose) -> None:
         self.channels.pop(channel.number, None)
@@ -721,8 +748,7 @@ class Session:
             self._route(channel, publish)
         if store is not None and store.writes != writes:
             # commit-ok says "done": for stored messages and acks, that means on disk
-            channel.replies_held += 1
-            self.broker.after_commit(lambda: self._send_held(channel, spec.TxCommitOk()))
+            self._pause(channel, spec.TxCommitOk())
             return
         self._reply(channel, spec.TxCommitOk())
 

@@ -370,10 +370,13 @@ class SQLiteStore:
                 updates.append((entry.delivery_count, available, row_id))
         if self._dedup_trim:
             for (vhost, exchange), size in self._dedup_trim.items():
+                # the cache keeps this exchange's last ``size`` keys: so do its rows
                 batch.statements.append(
                     (
-                        "DELETE FROM dedup WHERE vhost = ? AND exchange = ? AND n <= ?",
-                        (vhost, exchange, self._dedup_n - size),
+                        "DELETE FROM dedup WHERE vhost = ? AND exchange = ? AND n NOT IN "
+                        "(SELECT n FROM dedup WHERE vhost = ? AND exchange = ? "
+                        "ORDER BY n DESC LIMIT ?)",
+                        (vhost, exchange, vhost, exchange, size),
                     )
                 )
             self._dedup_trim = {}
@@ -524,6 +527,11 @@ def open_store(
     broker, the file is not a router store, it was written by a newer router, or it is damaged.
     """
     directory = Path(data_dir)
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(
+            f"the data directory '{directory}' is not a directory (it is a file). Remove or rename "
+            f"it, or choose another with --data-dir."
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -531,8 +539,6 @@ def open_store(
             f"cannot create the data directory '{directory}': {error.strerror}. Create it, or "
             f"choose another with --data-dir."
         ) from None
-    if not directory.is_dir():
-        raise StoreError(f"the data directory '{directory}' is not a directory")
     lock_fd = _lock(directory)
     try:
         db = _open_database(directory / DB_NAME)
