@@ -156,9 +156,13 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
                     )
                     break
             await server.shutdown()
-            if flusher is not None:
+            if flusher is not None and store is not None:
+                drained = False
                 with trio.move_on_after(30):
                     await flusher.drain()
+                    drained = True
+                if drained:
+                    store.mark("stopped")  # the next start knows nothing was left unrecorded
                 log.info("store: %s", flusher.summary())
             nursery.cancel_scope.cancel()
 

@@ -587,6 +587,11 @@ class Queue:
             self._insert(entry)
         return entry
 
+    @property
+    def last_seq(self) -> int:
+        """The position of the newest message ever enqueued (for the store)."""
+        return self._seq
+
     def stored_available_at(self, entry: QueuedMessage) -> float | None:
         """When a held-back (scheduled, backing-off) entry becomes visible, for the store."""
         if entry.state == WAITING and entry.timer is not None:

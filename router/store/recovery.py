@@ -1,7 +1,9 @@
 """Recovery: rebuild a broker's durable state from the store, before it accepts connections.
 
 Order: vhosts, users, exchanges, queues, bindings, deduplication caches, then each queue's
-messages in position order. Messages that had been delivered come back ready and redelivered.
+messages in position order. Messages that had been delivered come back ready and redelivered;
+after a crash (the store was not marked "stopped"), every message does, since a delivery made
+after the last batch was not recorded.
 Deadlines (TTL, scheduled delivery, retry backoff) were stored as Unix times and continue where
 they were; those that passed while the broker was down fire on the first tick, once every queue
 is back, so dead-lettering finds its targets.
@@ -66,12 +68,14 @@ def restore(broker: Broker, store: SQLiteStore) -> Recovered:
             )
             result.exchanges += 1
         queues = []
-        for queue_id, vhost_name, name, auto_delete, arguments in snapshot.queues:
+        upto: dict[int, int] = {}
+        for queue_id, vhost_name, name, auto_delete, arguments, marked in snapshot.queues:
             vhost = broker.add_vhost(vhost_name)
             queue = vhost.declare_queue(
                 name, owner=None, durable=True, auto_delete=auto_delete, arguments=_table(arguments)
             )
             queue.store_id = queue_id
+            upto[queue_id] = marked
             queues.append(queue)
             result.queues += 1
         for vhost_name, source, kind, destination, routing_key, arguments in snapshot.bindings:
@@ -95,15 +99,23 @@ def restore(broker: Broker, store: SQLiteStore) -> Recovered:
             exchange = broker.vhosts[vhost_name].exchanges.get(exchange_name)
             if exchange is not None and exchange.dedup is not None:
                 exchange.dedup.remember(key, expires_at - offset if expires_at else None)
+        marks = []
         for queue in queues:
-            result.messages += _restore_messages(store, queue, offset)
+            result.messages += _restore_messages(store, queue, offset, upto[queue.store_id])
+            if store.unclean and (queue.ready_count or queue.waiting):
+                marks.append((queue.last_seq, queue.store_id))
+        if marks:
+            store.set_redelivered_upto(marks)
     finally:
         store.loading = False
+    store.mark("running")
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _restore_messages(store: SQLiteStore, queue: object, offset: float) -> int:
+def _restore_messages(
+    store: SQLiteStore, queue: object, offset: float, redelivered_upto: int
+) -> int:
     from router.broker.queues import Queue
 
     assert isinstance(queue, Queue)
@@ -116,6 +128,7 @@ def _restore_messages(store: SQLiteStore, queue: object, offset: float) -> int:
     def bodies() -> bool:  # past the memory budget, bodies stay on disk until delivered
         return not lazy and (budget is None or store.resident < budget)
 
+    unclean = store.unclean
     rk_cache: dict[tuple[str, str], bytes] = {}
     for rows in store.messages(queue.store_id, bodies=bodies):
         for (
@@ -165,6 +178,8 @@ def _restore_messages(store: SQLiteStore, queue: object, offset: float) -> int:
                 expires_at=expires_at - offset if expires_at is not None else None,
                 available_at=available_at - offset if available_at is not None else None,
             )
+            if unclean or entry.seq <= redelivered_upto:
+                entry.redelivered = True
             if paged:
                 entry.stored = PAGED
             else:

@@ -68,7 +68,8 @@ CREATE TABLE exchanges (
     PRIMARY KEY (vhost, name));
 CREATE TABLE queues (
     id INTEGER PRIMARY KEY, vhost TEXT NOT NULL, name TEXT NOT NULL,
-    auto_delete INTEGER NOT NULL, arguments BLOB NOT NULL, UNIQUE (vhost, name));
+    auto_delete INTEGER NOT NULL, arguments BLOB NOT NULL,
+    redelivered_upto INTEGER NOT NULL DEFAULT 0, UNIQUE (vhost, name));
 CREATE TABLE bindings (
     vhost TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL, destination TEXT NOT NULL,
     routing_key TEXT NOT NULL, arguments BLOB NOT NULL,
@@ -140,7 +141,7 @@ class Snapshot:
     vhosts: list[str]
     users: list[tuple[str, str]]
     exchanges: list[tuple[str, str, str, bool, bool, bytes]]
-    queues: list[tuple[int, str, str, bool, bytes]]
+    queues: list[tuple[int, str, str, bool, bytes, int]]
     bindings: list[tuple[str, str, str, str, str, bytes]]
     dedup: list[tuple[str, str, str, float | None]]
 
@@ -181,6 +182,11 @@ class SQLiteStore:
         self._statements: list[tuple[str, tuple[Any, ...]]] = []
         self._dirty: dict[QueuedMessage, Queue] = {}
         self._pending = False
+        # Was the last run stopped cleanly? If not, a message may have been delivered (or even
+        # acked) after the last batch that recorded it: recovery then marks every message
+        # redelivered, as RabbitMQ does after an unclean shutdown, so the flag never lies.
+        row = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
+        self.unclean = row is not None and row[0] != "stopped"
         row = db.execute("SELECT max(id) FROM queues").fetchone()
         self._next_queue = (row[0] or 0) + 1
         row = db.execute("SELECT max(n) FROM dedup").fetchone()
@@ -452,6 +458,19 @@ class SQLiteStore:
         self.stats.paged_in += 1
         return entry.message.with_body(body)
 
+    def set_redelivered_upto(self, marks: list[tuple[int, int]]) -> None:
+        """After a crash: every message up to position ``seq`` of queue ``id`` may have been
+        delivered, and stays marked redelivered across later restarts. (queue id, seq) pairs."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("UPDATE queues SET redelivered_upto = ? WHERE id = ?", marks)
+        db.execute("COMMIT")
+
+    def mark(self, state: str) -> None:
+        """Record the broker's state: "running" once recovered, "stopped" after a clean stop
+        (everything drained). Called when no batch is being written."""
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('state', ?)", (state,))
+
     # --- reading back ---------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -467,9 +486,10 @@ class SQLiteStore:
                 )
             ],
             queues=[
-                (i, v, n, bool(a), args)
-                for i, v, n, a, args in db.execute(
-                    "SELECT id, vhost, name, auto_delete, arguments FROM queues ORDER BY id"
+                (i, v, n, bool(a), args, upto)
+                for i, v, n, a, args, upto in db.execute(
+                    "SELECT id, vhost, name, auto_delete, arguments, redelivered_upto FROM "
+                    "queues ORDER BY id"
                 )
             ],
             bindings=list(

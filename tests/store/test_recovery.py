@@ -86,9 +86,11 @@ class Run:
         self.clients.append(client)
         return client
 
-    def close(self) -> None:
+    def close(self, *, clean: bool = True) -> None:
         if not self._closed:
             self._closed = True
+            if clean:  # what `router serve` does after draining at a clean stop
+                self.store.mark("stopped")
             self.store.close()
 
 
@@ -97,15 +99,19 @@ Start = Callable[..., Run]
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Start]:
-    """``start(wall=..., config=...)``: stop the running broker (without flushing: what was not
-    written is lost, as in a crash) and start a new one on the same data directory."""
+    """``start(wall=..., config=..., clean=True)``: stop the running broker (without flushing:
+    what was not written is lost, as in a crash; ``clean`` says whether the store is marked as
+    cleanly stopped) and start a new one on the same data directory."""
     runs: list[Run] = []
 
     def boot(
-        wall: float = WALL, config: BrokerConfig | None = None, memory_budget: int | None = None
+        wall: float = WALL,
+        config: BrokerConfig | None = None,
+        memory_budget: int | None = None,
+        clean: bool = True,
     ) -> Run:
         for run in runs:
-            run.close()
+            run.close(clean=clean)
         run = Run(tmp_path / "data", wall, config, memory_budget)
         runs.append(run)
         return run
@@ -904,3 +910,17 @@ def test_a_paged_message_is_dead_lettered_with_its_body_after_a_restart(start: S
     run.flush()
     run = start(wall=WALL + 30)
     assert take(run.queue("dlq")).message.body == _big(7)
+
+
+def test_after_a_crash_every_recovered_message_is_marked_redelivered(start: Start):
+    """A delivery made after the last batch was not recorded: after an unclean stop the broker
+    cannot know which messages went out, so it marks them all (as RabbitMQ does)."""
+    run = start()
+    durable_queue(run.vhost, "q")
+    for body in (b"1", b"2"):
+        run.queue("q").publish(persistent(body))
+    run.flush()
+    run = start(clean=False)
+    assert [e.redelivered for e in run.queue("q").ready_messages()] == [True, True]
+    run = start()  # this run was not stopped cleanly either... but marks itself stopped now
+    assert [e.redelivered for e in run.queue("q").ready_messages()] == [True, True]
