@@ -171,9 +171,11 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
     except KeyboardInterrupt:
         pass
     except BaseException as error:
-        if not _caused_by(error, StoreFailed):
-            raise
-        return 70  # EX_SOFTWARE: logged by the flusher; the next start recovers from the store
+        if _caused_by(error, StoreFailed):
+            return 70  # EX_SOFTWARE: logged by the flusher; the next start recovers from the store
+        if _caused_by(error, SystemExit):  # already logged (e.g. cannot listen)
+            return 1
+        raise
     finally:
         if store is not None:
             store.close()

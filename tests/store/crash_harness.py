@@ -161,7 +161,7 @@ class BrokerProcess:
                     continue
                 raise BrokerFailed(
                     f"broker run {self.generation} exited with status {status} before listening "
-                    f"on port {self.port}:\n{tail(text)}"
+                    f"on port {self.port} (log {self.log_path}):\n{tail(text, 80)}"
                 )
             if time.monotonic() > deadline:
                 raise BrokerFailed(
