@@ -124,12 +124,12 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
         clock.now = trio.current_time()
         clock.wall_offset = time.time() - clock.now
         async with trio.open_nursery() as nursery:
-            if store is not None and flusher is not None:
-                recovered = restore(broker, store)
+            if flusher is not None:
+                recovered = restore(broker, flusher.store)
                 log.info(
                     "recovered from %s in %.2f s: %d exchanges, %d queues, %d bindings, "
                     "%d messages",
-                    store.path,
+                    flusher.store.path,
                     recovered.seconds,
                     recovered.exchanges,
                     recovered.queues,
@@ -156,13 +156,8 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
                     )
                     break
             await server.shutdown()
-            if flusher is not None and store is not None:
-                drained = False
-                with trio.move_on_after(30):
-                    await flusher.drain()
-                    drained = True
-                if drained:
-                    store.mark("stopped")  # the next start knows nothing was left unrecorded
+            if flusher is not None:
+                await flusher.stop_cleanly()
                 log.info("store: %s", flusher.summary())
             nursery.cancel_scope.cancel()
 

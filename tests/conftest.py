@@ -91,9 +91,8 @@ def start_router(
             box["port"] = await nursery.start(server.serve, "127.0.0.1", 0)
             ready.set()
             await stop.wait()
-            if flusher is not None and store is not None:
-                await flusher.drain()
-                store.mark("stopped")
+            if flusher is not None:
+                await flusher.stop_cleanly()
             nursery.cancel_scope.cancel()
 
     def thread_main() -> None:

@@ -557,17 +557,18 @@ class Queue:
         *,
         level: int,
         delivery_count: int,
+        redelivered: bool,
         expires_at: float | None,
         available_at: float | None,
     ) -> QueuedMessage:
-        """Put back a message read from the store at start, in ``seq`` order. One that had been
-        delivered comes back ready and redelivered (its ack never came). Deadlines already past
-        fire on the first tick, once every queue is back (so dead-letter targets exist)."""
+        """Put back a message read from the store at start, in ``seq`` order, ready (a delivered
+        one's ack never came). Deadlines already past fire on the first tick, once every queue
+        is back (so dead-letter targets exist)."""
         entry = QueuedMessage(message, seq)
-        entry.stored = WRITTEN
+        entry.stored = PAGED if message.paged else WRITTEN
         entry.level = level if level < len(self._levels) else len(self._levels) - 1
         entry.delivery_count = delivery_count
-        entry.redelivered = delivery_count > 0
+        entry.redelivered = redelivered
         entry.expires_at = expires_at
         if seq > self._seq:
             self._seq = seq
@@ -652,11 +653,9 @@ class Queue:
     def _deliver(self, consumer: Consumer, entry: QueuedMessage) -> None:
         entry.delivery_count += 1
         if entry.stored:
-            store = self._store
-            assert store is not None
-            if entry.stored == PAGED and entry.message.paged:
-                entry.message = store.load(self, entry)
-            store.message_changed(self, entry)
+            if entry.message.paged:
+                self._unpage(entry)
+            self._store.message_changed(self, entry)  # type: ignore[union-attr]
         self.stats.delivered += 1
         if entry.redelivered:
             self.stats.redelivered += 1
@@ -673,6 +672,11 @@ class Queue:
             if timeout is not None:
                 entry.lease = self._add_timer(self.clock.now + timeout / 1000, _LEASE, entry)
         consumer.deliver(self, entry)
+
+    def _unpage(self, entry: QueuedMessage) -> None:
+        """A paged entry is about to leave (delivery, dead-lettering): read its body back."""
+        assert self._store is not None
+        entry.message = self._store.load(self, entry)
 
     def restart_lease(self, entry: QueuedMessage) -> None:
         """An unacked delivery whose lease fired while its ack sat in an open transaction came
@@ -702,11 +706,9 @@ class Queue:
             entry.consumer = None
             self.unacked += 1
         if entry.stored:
-            store = self._store
-            assert store is not None
-            if entry.stored == PAGED and entry.message.paged:
-                entry.message = store.load(self, entry)
-            store.message_changed(self, entry)
+            if entry.message.paged:
+                self._unpage(entry)
+            self._store.message_changed(self, entry)  # type: ignore[union-attr]
         return entry
 
     def dispatch(self) -> None:
@@ -838,10 +840,9 @@ class Queue:
             if entry.stored:
                 store.message_changed(self, entry)  # type: ignore[union-attr]
         if self.options.dead_letter_exchange is not None:
-            if store is not None:
-                for entry in entries:
-                    if entry.stored == PAGED and entry.message.paged:
-                        entry.message = store.load(self, entry)
+            for entry in entries:
+                if entry.message.paged:
+                    self._unpage(entry)
             counts = self.stats.dead_lettered
             counts[reason] = counts.get(reason, 0) + len(entries)
             self.host.dead_letter(self, entries, reason)

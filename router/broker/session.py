@@ -103,9 +103,7 @@ class Session:
 
     def write(self, data: bytes) -> None:
         self.conn.write(data)
-        if not self._wake_pending:
-            self._wake_pending = True
-            self.wakeup()
+        self._wake()
 
     def data_to_send(self, now: float) -> bytes:
         """What to write to the socket now; call ``sent()`` once it is written."""
@@ -412,18 +410,13 @@ class Session:
             return
         refused = False
         store = self.broker.store
-        if store is None or delivery_mode != 2:
-            for queue in queues:
-                if not queue.publish(message):
-                    refused = True
-        else:
-            writes = store.writes
-            for queue in queues:
-                if not queue.publish(message):
-                    refused = True
-            if seq and store.writes != writes:
-                # stored: the confirm waits until its batch is on disk
-                self._hold_confirm(channel, seq, store.batch)
+        writes = store.writes if store is not None else 0
+        for queue in queues:
+            if not queue.publish(message):
+                refused = True
+        if seq and store is not None and store.writes != writes:
+            # stored: the confirm waits until its batch is on disk
+            self._hold_confirm(channel, seq, store.batch)
         if refused and seq and channel.confirm:
             channel.nacked.append(seq)
 

@@ -80,6 +80,16 @@ class StoreFlusher:
         while self.store.pending or not self._idle.is_set():
             await trio.sleep(0.005)
 
+    async def stop_cleanly(self, timeout: float = 30.0) -> bool:
+        """At shutdown, after the connections closed: write what is left, then mark the store
+        cleanly stopped, so the next start knows no delivery went unrecorded. False when the
+        writes did not finish in ``timeout`` (the store then stays marked as running)."""
+        with trio.move_on_after(timeout):
+            await self.drain()
+            self.store.mark("stopped")
+            return True
+        return False
+
     def summary(self) -> str:
         stats = self.store.stats
         mean = stats.rows / stats.batches if stats.batches else 0.0

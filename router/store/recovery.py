@@ -21,7 +21,8 @@ from router.amqp.properties import scan
 from router.amqp.tables import FieldTable, decode_table
 from router.broker.broker import Broker
 from router.broker.exchanges.base import Destination
-from router.broker.message import PAGED, Message
+from router.broker.message import Message
+from router.broker.queues import Queue
 from router.store.sqlite import PAGE_MIN_BODY, SQLiteStore
 
 log = logging.getLogger("router.store")
@@ -114,11 +115,8 @@ def restore(broker: Broker, store: SQLiteStore) -> Recovered:
 
 
 def _restore_messages(
-    store: SQLiteStore, queue: object, offset: float, redelivered_upto: int
+    store: SQLiteStore, queue: Queue, offset: float, redelivered_upto: int
 ) -> int:
-    from router.broker.queues import Queue
-
-    assert isinstance(queue, Queue)
     count = 0
     restore = queue.restore
     mask = (1 << 40) - 1
@@ -155,6 +153,7 @@ def _restore_messages(
                 exchange_rk = rk_cache[(exchange, routing_key)] = shortstr(exchange) + shortstr(
                     routing_key
                 )
+            # the chunk's bodies were read while under the budget; past it, drop the rest
             paged = body is None or (size >= PAGE_MIN_BODY and not bodies())
             message = Message(
                 exchange,
@@ -170,19 +169,17 @@ def _restore_messages(
                 size=size,
                 paged=paged,
             )
-            entry = restore(
+            seq = row_id & mask
+            restore(
                 message,
-                row_id & mask,
+                seq,
                 level=level,
                 delivery_count=delivery_count,
+                redelivered=delivery_count > 0 or unclean or seq <= redelivered_upto,
                 expires_at=expires_at - offset if expires_at is not None else None,
                 available_at=available_at - offset if available_at is not None else None,
             )
-            if unclean or entry.seq <= redelivered_upto:
-                entry.redelivered = True
-            if paged:
-                entry.stored = PAGED
-            else:
+            if not paged:
                 store.resident += size
             count += 1
     return count

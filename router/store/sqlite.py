@@ -208,6 +208,8 @@ class SQLiteStore:
         self._changed()
 
     def message_changed(self, queue: Queue, entry: QueuedMessage) -> None:
+        # runs up to three times per persistent message (publish, deliver, ack): ``_changed``
+        # is inlined
         self._dirty[entry] = queue
         self.writes += 1
         if not self._pending:
@@ -505,7 +507,8 @@ class SQLiteStore:
         self, queue_id: int, chunk: int = 2_000, *, bodies: Callable[[], bool] = lambda: True
     ) -> Iterator[list[tuple[Any, ...]]]:
         """A queue's message rows in position order, in chunks. The last column is the body, or
-        None when ``bodies()`` says no for that chunk (then the one before is its length)."""
+        None (left on disk) when ``bodies()`` says no for that chunk and the body is not tiny
+        (``PAGE_MIN_BODY``, the rule ``page_out`` follows); the one before is its length."""
         first = queue_id << SEQ_BITS
         last = first + SEQ_MASK
         after = first - 1
@@ -513,9 +516,10 @@ class SQLiteStore:
         while True:
             rows = db.execute(
                 "SELECT id, level, delivery_count, available_at, expires_at, exchange, "
-                "routing_key, keys, properties, length(body), CASE WHEN ? THEN body END "
+                "routing_key, keys, properties, length(body), "
+                "CASE WHEN ? OR length(body) < ? THEN body END "
                 "FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-                (bodies(), after, last, chunk),
+                (bodies(), PAGE_MIN_BODY, after, last, chunk),
             ).fetchall()
             if not rows:
                 return
