@@ -36,6 +36,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default ./var/router)",
     )
     serve.add_argument(
+        "--memory-high-watermark",
+        type=float,
+        default=None,
+        help="block publishers at this resident memory: a fraction of RAM up to 1 (default "
+        "0.4), or bytes above 1",
+    )
+    serve.add_argument(
         "--in-memory",
         action="store_true",
         help="keep nothing on disk: durable things are lost at exit (tests, benchmarks)",
@@ -45,6 +52,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from router.bench import add_arguments
 
     add_arguments(bench)
+    bench_plot = sub.add_parser("bench-plot", help="draw router bench's JSON results as a PNG")
+    from router.bench import add_plot_arguments
+
+    add_plot_arguments(bench_plot)
     return parser
 
 
@@ -61,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                     "heartbeat": args.heartbeat,
                     "log_level": args.log_level,
                     "data_dir": args.data_dir,
+                    "memory_high_watermark": _whole(args.memory_high_watermark),
                 },
             )
         except ConfigError as error:
@@ -71,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         from router.bench import run
 
         return run(args)
+    if args.command == "bench-plot":
+        from router.bench import plot
+
+        return plot(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -80,6 +96,7 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
 
     from router.broker.broker import Broker, BrokerConfig
     from router.broker.ports import Clock
+    from router.runtime.memory import MemoryMonitor, read_rss, total_memory, watermark_bytes
     from router.runtime.server import AMQPServer
     from router.runtime.storage import StoreFlusher
     from router.store.recovery import restore
@@ -118,6 +135,18 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
         store=store,
     )
     server = AMQPServer(broker)
+    watermark = watermark_bytes(settings.memory_high_watermark, total_memory())
+    monitor: MemoryMonitor | None = None
+    if watermark is None or read_rss() is None:
+        log.warning("memory alarm off: this system does not tell the process's memory use")
+    else:
+        monitor = MemoryMonitor(broker, watermark)
+        server.on_read = monitor.bytes_read
+        log.info(
+            "memory high watermark %.0f MiB (memory_high_watermark %s)",
+            watermark / 1048576,
+            settings.memory_high_watermark,
+        )
     flusher = StoreFlusher(broker, store) if store is not None else None
 
     async def run() -> None:
@@ -137,6 +166,8 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
                     recovered.messages,
                 )
                 await nursery.start(flusher.run)
+            if monitor is not None:
+                nursery.start_soon(monitor.run)
             try:
                 await nursery.start(server.serve, settings.host, settings.port)
             except OSError as error:
@@ -176,6 +207,13 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
             store.close()
     log.info("stopped")
     return 0
+
+
+def _whole(value: float | None) -> float | int | None:
+    """A watermark from the command line: bytes as an int, a fraction as a float."""
+    if value is not None and value > 1 and value.is_integer():
+        return int(value)
+    return value
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:

@@ -31,6 +31,9 @@ class Settings:
     # bytes of persistent message bodies kept in memory; past it, bodies are read back from the
     # store on delivery (0: no limit)
     memory_budget: int = 256 * 1024 * 1024
+    # the memory alarm (RabbitMQ's vm_memory_high_watermark): at or above this resident memory,
+    # publishing connections are blocked. <= 1: a fraction of RAM; > 1: bytes
+    memory_high_watermark: float = 0.4
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,6 +78,19 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: key '{key}': found {value!r}, expected a string")
             changes[key] = value
+        elif key == "memory_high_watermark":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or value < 0
+                or (value > 1 and not float(value).is_integer())
+            ):
+                raise ConfigError(
+                    f"{where}: key 'memory_high_watermark': found {value!r}, expected a fraction "
+                    f"of RAM from 0 to 1 (e.g. 0.4, the default) or a number of bytes above 1 "
+                    f"(e.g. 2147483648)"
+                )
+            changes[key] = value
         elif key == "users":
             if not isinstance(value, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -89,6 +105,6 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
                 raise ConfigError(f"{where}: key 'vhosts': expected a list of names, e.g. ['/']")
             changes["vhosts"] = tuple(value)
         else:
-            known = ", ".join(sorted([*_INTS, *_STRS, "users", "vhosts"]))
+            known = ", ".join(sorted([*_INTS, *_STRS, "users", "vhosts", "memory_high_watermark"]))
             raise ConfigError(f"{where}: unknown key '{key}'; known keys are: {known}")
     return replace(settings, **changes)

@@ -251,6 +251,8 @@ class ServerConnection:
         self._channels: dict[int, _Channel] = {}
         self._last_recv = now
         self._last_send = now
+        # the server stopped reading the socket (flow control): the client's silence is ours
+        self.reading_paused = False
         self._deadline_handshake: float | None = now + handshake_timeout
         self._deadline_close: float | None = None
         self.close_reason = ""
@@ -313,7 +315,8 @@ class ServerConnection:
         if self.heartbeat and self.state in (OPEN, AWAIT_OPEN, AWAIT_OPEN_ANSWER):
             # send when idle for half the interval; the peer is dead after two silent intervals
             deadlines.append(self._last_send + self.heartbeat / 2)
-            deadlines.append(self._last_recv + 2 * self.heartbeat)
+            if not self.reading_paused:
+                deadlines.append(self._last_recv + 2 * self.heartbeat)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> list[Event]:
@@ -325,7 +328,7 @@ class ServerConnection:
         if self._deadline_handshake is not None and now >= self._deadline_handshake:
             return [self._terminate("handshake timed out")]
         if self.heartbeat and self.state in (OPEN, AWAIT_OPEN, AWAIT_OPEN_ANSWER):
-            if now >= self._last_recv + 2 * self.heartbeat:
+            if not self.reading_paused and now >= self._last_recv + 2 * self.heartbeat:
                 return [
                     self._terminate(f"missed heartbeats from client, timeout: {self.heartbeat}s")
                 ]
@@ -336,6 +339,17 @@ class ServerConnection:
                     self.write(HEARTBEAT_FRAME)
                 self._last_send = now
         return []
+
+    def pause_reading(self) -> None:
+        """The server stops reading the socket (a blocked publisher): the client's heartbeats
+        cannot arrive, so missing them is not held against it, as RabbitMQ pauses its
+        heartbeat monitor for a blocked connection."""
+        self.reading_paused = True
+
+    def resume_reading(self, now: float) -> None:
+        """Reading resumes: the client's heartbeat interval counts from now."""
+        self.reading_paused = False
+        self._last_recv = now
 
     # --- the handshake's answers and closes ----------------------------------------------------
 
@@ -452,13 +466,13 @@ class ServerConnection:
                         f"instead on channel {channel}",
                     )
                 if head == fastpath.PUBLISH_ID:
-                    (
-                        state.exchange,
-                        state.routing_key,
-                        state.mandatory,
-                        state.immediate,
-                        state.exchange_rk,
-                    ) = fastpath.decode_publish_raw(payload)
+                    decoded = fastpath.decode_publish_raw(payload)
+                    if decoded[4] != state.exchange_rk:
+                        # a new exchange and routing key; the same as the last publish keeps
+                        # the same objects, so a backlog shares them instead of a copy each
+                        state.exchange, state.routing_key = decoded[0], decoded[1]
+                        state.exchange_rk = decoded[4]
+                    state.mandatory, state.immediate = decoded[2], decoded[3]
                     state.stage = 1
                 elif head == fastpath.ACK_ID:
                     tag, bits = fastpath.decode_tag_bits(payload)
@@ -490,14 +504,20 @@ class ServerConnection:
                 state = self._content_state(channel, 1, "content header", "a content method")
                 if state is None:
                     continue
-                class_id, size, properties = decode_content_header(payload)
-                if class_id != 60:  # RabbitMQ's rabbit_command_assembler answers 505
-                    raise ConnectionError(
-                        UNEXPECTED_FRAME, f"content header for class {class_id}, expected 60"
-                    )
-                state.properties = properties
-                # weight 0 (always, in practice): the payload is what Message would re-encode
-                state.header_payload = payload if payload[2:4] == b"\x00\x00" else None
+                if payload == state.header_payload:
+                    # the same properties and size as the last message on this channel: share
+                    # the objects (a backlog of like messages holds one copy, not one each)
+                    size = state.size
+                else:
+                    class_id, size, properties = decode_content_header(payload)
+                    if class_id != 60:  # RabbitMQ's rabbit_command_assembler answers 505
+                        raise ConnectionError(
+                            UNEXPECTED_FRAME, f"content header for class {class_id}, expected 60"
+                        )
+                    state.properties = properties
+                    state.size = size
+                    # weight 0 (always, in practice): the payload is what Message would encode
+                    state.header_payload = payload if payload[2:4] == b"\x00\x00" else None
                 if size > self.max_message_size:
                     # Refused before a byte of the body is buffered; its body frames are dropped
                     # with everything else on the now closing channel.

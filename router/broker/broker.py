@@ -49,7 +49,11 @@ CAPABILITIES = (
     "authentication_failure_close",
     "per_consumer_qos",
     "direct_reply_to",
+    "connection.blocked",
 )
+
+# connection.blocked's reason for each resource alarm, as RabbitMQ words them
+ALARM_REASONS = {"memory": "low on memory", "disk": "low on disk"}
 
 
 class Broker:
@@ -87,6 +91,8 @@ class Broker:
         # direct reply-to: "amq.rabbitmq.reply-to.<token>" -> the channel consuming replies
         self.reply_channels: dict[str, Channel] = {}
         self._session_ids = 0
+        # resource alarms in force ("memory"): publishing connections are blocked while any is
+        self.alarms: set[str] = set()
 
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
@@ -166,6 +172,27 @@ class Broker:
                 "version": __version__,
             }
         )
+
+    # --- flow control --------------------------------------------------------------------------
+
+    def set_alarm(self, resource: str, active: bool) -> None:
+        """Raise or clear a resource alarm (the runtime's memory monitor calls this). While any
+        alarm is raised, a connection that publishes is blocked (its reads pause); when the
+        last one clears, every blocked connection resumes."""
+        if active == (resource in self.alarms):
+            return
+        if active:
+            self.alarms.add(resource)
+            return  # connections block as they publish (Session._block)
+        self.alarms.discard(resource)
+        if not self.alarms:
+            for session in list(self.sessions.values()):
+                session.unblock()
+
+    @property
+    def alarm_reason(self) -> str:
+        """connection.blocked's reason text for the alarms in force."""
+        return " & ".join(ALARM_REASONS.get(name, f"low on {name}") for name in sorted(self.alarms))
 
     def next_session_id(self) -> int:
         self._session_ids += 1

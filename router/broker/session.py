@@ -86,6 +86,14 @@ class Session:
         self.ended = False
         self.end_reason = ""
         self.cancel_notify = False
+        # flow control: the client understands connection.blocked / unblocked
+        self.blocked_notify = False
+        # reads are paused: the connection published during a resource alarm (Broker.alarms)
+        self.blocked = False
+        self._blocked_sent = False
+        self._stalled: list[Event] = []  # events read before the block, handled after it
+        # the runtime's hook: reads may resume (the alarm cleared)
+        self.on_unblocked: Callable[[], None] = lambda: None
         self.id = broker.next_session_id()
 
     def __repr__(self) -> str:
@@ -138,15 +146,27 @@ class Session:
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the socket (``b""`` at EOF): process every event in them."""
         self.broker.clock.now = now
-        self._handle(self.conn.receive_data(data, now))
+        events = self.conn.receive_data(data, now)
+        if self.blocked:
+            if data:  # read before the block took effect: waits with the rest
+                self._stalled.extend(events)
+                return
+            self.blocked = False  # the peer is gone: what waited goes with it
+            self._stalled = []
+        self._handle(events)
 
     def _handle(self, events: list[Event]) -> None:
         # Every event happened on the wire before any close the connection saw in the same read,
         # so all are processed; only a close this session starts makes it skip the rest.
         closing = False
-        for event in events:
+        for index, event in enumerate(events):
             if closing and type(event) is not Terminated:
                 continue
+            if type(event) is Publish and self.broker.alarms:
+                # flow control: a publish during a resource alarm blocks the connection; it and
+                # everything read after it wait until the alarm clears, as in RabbitMQ
+                self._block(events[index:])
+                break
             try:
                 # An event may name a channel this session closed earlier in the same read
                 # (the connection parsed it first): like the frames of any closing channel, it
@@ -255,6 +275,12 @@ class Session:
         """Close the whole connection with ``error``'s code and text."""
         self.conn.close_with(error)
         self._teardown()
+        if self.blocked:  # read again: the client's close-ok must get through
+            self.blocked = False
+            self._blocked_sent = False
+            self._stalled = []
+            self.conn.resume_reading(self.broker.clock.now)
+            self.on_unblocked()
 
     def shutdown(self) -> None:
         """The broker is stopping: connection.close 320, as RabbitMQ does."""
@@ -304,9 +330,43 @@ class Session:
         self.cancel_notify = bool(
             isinstance(capabilities, dict) and capabilities.get("consumer_cancel_notify")
         )
+        self.blocked_notify = bool(
+            isinstance(capabilities, dict) and capabilities.get("connection.blocked")
+        )
         self.conn.accept_open()
         self.opened = True
         self.broker.session_opened(self)
+
+    # --- flow control --------------------------------------------------------------------------
+
+    def _block(self, stalled: list[Event]) -> None:
+        """A publish arrived during a resource alarm: stop reading this connection (the runtime
+        checks ``blocked`` after each read) and tell a client that understands it. The publish
+        and the events read after it (``stalled``) are handled once the alarm clears; deliveries
+        to consumers on this connection go on."""
+        self.blocked = True
+        self._stalled = stalled
+        self.conn.pause_reading()
+        if self.blocked_notify and not self._blocked_sent:
+            self._blocked_sent = True
+            self.conn.send_method(0, spec.ConnectionBlocked(self.broker.alarm_reason))
+            self._wake()
+
+    def unblock(self) -> None:
+        """Every alarm cleared (``Broker.set_alarm``): reads resume."""
+        if not self.blocked:
+            return
+        self.blocked = False
+        self.conn.resume_reading(self.broker.clock.now)
+        if self._blocked_sent:
+            self._blocked_sent = False
+            if not self.closed:
+                self.conn.send_method(0, spec.ConnectionUnblocked())
+                self._wake()
+        stalled, self._stalled = self._stalled, []
+        self._handle(stalled)  # may block again, if another alarm is up by now
+        if not self.blocked:
+            self.on_unblocked()
 
     # --- publish -------------------------------------------------------------------------------
 

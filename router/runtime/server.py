@@ -56,6 +56,8 @@ class AMQPServer:
         self._connections: dict[Session, _Wake] = {}
         self._connection_gone = trio.Event()
         self.stopping = False
+        # told of every read (bytes, now): the memory monitor samples early under heavy input
+        self.on_read: Callable[[int, float], None] | None = None
 
     async def serve(
         self,
@@ -111,11 +113,13 @@ class AMQPServer:
         session = Session(self.broker, now=trio.current_time(), peer=peer)
         wake = _Wake()
         poke = _Wake()
+        unblocked = _Wake()
         session.wakeup = wake.set
+        session.on_unblocked = unblocked.set
         self._connections[session] = wake
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader, stream, session, wake, poke)
+                nursery.start_soon(self._reader, stream, session, wake, poke, unblocked)
                 nursery.start_soon(self._writer, stream, session, wake, nursery.cancel_scope)
                 nursery.start_soon(self._timer, session, wake, poke, nursery.cancel_scope)
         finally:
@@ -146,7 +150,12 @@ class AMQPServer:
                 session.ended = True
 
     async def _reader(
-        self, stream: trio.abc.Stream, session: Session, wake: _Wake, poke: _Wake
+        self,
+        stream: trio.abc.Stream,
+        session: Session,
+        wake: _Wake,
+        poke: _Wake,
+        unblocked: _Wake,
     ) -> None:
         was_open = False
         while not session.ended and not session.closed:
@@ -155,7 +164,10 @@ class AMQPServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
             deadline = session.next_deadline()
-            self._guard(session, session.receive_data, bytes(data), trio.current_time())
+            now = trio.current_time()
+            self._guard(session, session.receive_data, bytes(data), now)
+            if self.on_read is not None:
+                self.on_read(len(data), now)
             if session.opened and not was_open:
                 was_open = True
                 log.info(
@@ -169,6 +181,13 @@ class AMQPServer:
                 poke.set()
             if not data:
                 break
+            if session.blocked:
+                # flow control: a publisher during a resource alarm is not read until it clears
+                # (the timer keeps heartbeats going out; the writer keeps deliveries going)
+                poke.set()
+                while session.blocked and not session.closed and not session.ended:
+                    await unblocked.wait()
+                poke.set()
 
     async def _writer(
         self, stream: trio.abc.Stream, session: Session, wake: _Wake, scope: trio.CancelScope
