@@ -161,3 +161,107 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(histogram, 0.99) == 2
     assert percentile(histogram, 1.0) == 100
     assert percentile({}, 0.5) is None
+
+
+# --- the other scenarios: every delivery arrives, nothing is left behind ------------------------
+
+
+def _run_scenario(tmp_path: Path, url: str, scenario: str, *argv: str) -> dict[str, Any]:
+    data = _bench(tmp_path, "--url", url, "--scenario", scenario, "--runs", "1", *argv)
+    assert data["scenario"] == scenario
+    [result] = data["results"]
+    [run_] = result["runs"]
+    return run_
+
+
+def _no_bench_queues_left(server: Any) -> None:
+    assert not [name for name in server.call(_queue_names, server) if "bench" in name]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "argv", "deliveries"),
+    [
+        ("e2e", ("--messages", "3000", "--size", "1024"), 3000),
+        ("fanout", ("--messages", "500", "--queues", "4", "--consumers", "2"), 2000),
+        ("topic", ("--messages", "3000", "--bindings", "300", "--queues", "7"), 3000),
+        ("headers", ("--messages", "1001", "--bindings", "30"), 1001),
+        (
+            "priority",
+            (
+                "--messages",
+                "2000",
+            ),
+            2000,
+        ),
+        ("many", ("--messages", "2000", "--queues", "200", "--connections", "20"), 2000),
+    ],
+)
+def test_flow_scenarios_deliver_every_message(
+    tmp_path: Path, router_server: Any, scenario: str, argv: tuple[str, ...], deliveries: int
+) -> None:
+    run_ = _run_scenario(tmp_path, router_server.url, scenario, *argv)
+    assert run_["deliveries"] == run_["expected_deliveries"] == deliveries
+    assert run_["msg_per_s"] > 0 and run_["deliveries_per_s"] > 0
+    assert run_["client_cpu_s"] >= 0
+    _no_bench_queues_left(router_server)
+
+
+def test_publish_only_counts_every_message_in_the_queue(tmp_path: Path, router_server: Any) -> None:
+    run_ = _run_scenario(tmp_path, router_server.url, "publish", "--messages", "2501")
+    assert run_["messages"] == 2501
+    assert run_["deliveries"] == 0
+    assert 0 < run_["publish_seconds"] <= run_["seconds"]
+    _no_bench_queues_left(router_server)
+
+
+def test_latency_at_a_fixed_rate(tmp_path: Path, router_server: Any) -> None:
+    run_ = _run_scenario(tmp_path, router_server.url, "latency", "--rate", "500", "--duration", "1")
+    assert run_["deliveries"] == 500
+    assert 0 <= run_["latency_p50_ms"] <= run_["latency_p99_ms"] <= run_["latency_p999_ms"]
+    assert run_["latency_p999_ms"] <= run_["latency_max_ms"]
+    _no_bench_queues_left(router_server)
+
+
+def test_scale_reports_memory_per_thing(tmp_path: Path) -> None:
+    data = _bench(
+        tmp_path,
+        *("--scenario", "scale", "--queues", "100", "--bindings", "1000"),
+        *("--connections", "20", "--messages", "20000", "--runs", "1"),
+    )
+    [run_] = data["results"][0]["runs"]
+    assert set(run_["rss_mb"]) == {"idle", "queues", "bindings", "connections", "messages"}
+    assert run_["bindings"] == 1000 and run_["queues"] == 100
+    assert run_["per_message_b"] > 0
+
+
+def test_suite_writes_a_json_file_per_scenario_and_the_plot_draws_them(
+    tmp_path: Path, router_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import router.bench as bench
+
+    monkeypatch.setattr(
+        bench,
+        "SUITE",
+        [
+            ("e2e-small", "e2e", {"messages": 500}),
+            ("topic-small", "topic", {"messages": 500, "bindings": 30}),
+            ("latency-small", "latency", {"rate": 200, "duration": 0.5}),
+        ],
+    )
+    out = tmp_path / "suite"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--scenario", "suite", "--url", router_server.url, "--compare", router_server.url]
+        + ["--runs", "1", "--json-dir", str(out)]
+    )
+    assert run(args) == 0
+    files = sorted(out.glob("*.json"))
+    assert [f.stem for f in files] == ["e2e-small", "latency-small", "topic-small"]
+    for file in files:
+        data = json.loads(file.read_text())
+        assert [r["label"] for r in data["results"]] == ["target", "compare"]
+        assert data["results"][0]["ratio"] > 0
+    png = tmp_path / "bench.png"
+    assert bench.plot(argparse.Namespace(files=[str(f) for f in files], out=str(png))) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -128,11 +128,38 @@ class BlockingClient:
 
     # --- operations ----------------------------------------------------------------------------
 
-    def declare_queue(self, name: str, *, durable: bool = False, auto_delete: bool = False) -> None:
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, object] | None = None,
+    ) -> None:
         self.call(
-            spec.QueueDeclare(queue=name, durable=durable, auto_delete=auto_delete),
+            spec.QueueDeclare(
+                queue=name,
+                durable=durable,
+                auto_delete=auto_delete,
+                arguments=FieldTable(arguments or {}),
+            ),
             spec.QueueDeclareOk,
         )
+
+    def message_count(self, queue: str) -> int:
+        """Ready messages in ``queue`` (a passive queue.declare)."""
+        reply = self.call(spec.QueueDeclare(queue=queue, passive=True), spec.QueueDeclareOk)
+        assert isinstance(reply, spec.QueueDeclareOk)
+        return reply.message_count
+
+    def pipeline(self, methods: list[spec.Method], reply: type[spec.Method]) -> None:
+        """Send every method at once, then wait for as many replies (declares, binds, deletes
+        by the thousand without a round trip each)."""
+        for start in range(0, len(methods), 1000):
+            chunk = methods[start : start + 1000]
+            self.sock.sendall(b"".join(method_frame(1, m) for m in chunk))
+            for _ in chunk:
+                self._expect(reply)
 
     def delete_queue(self, name: str) -> int:
         """Delete the queue; returns the number of messages it still held."""
@@ -169,6 +196,14 @@ class BlockingClient:
             )
         )
         return one * count
+
+    @staticmethod
+    def publish_bytes(
+        exchange: str, routing_key: str, body: bytes, raw_properties: bytes, frame_max: int
+    ) -> bytes:
+        """One publish (method, header and body frames) on channel 1."""
+        method = method_frame(1, spec.BasicPublish(exchange=exchange, routing_key=routing_key))
+        return method + b"".join(content_frames(1, 60, raw_properties, body, frame_max))
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from model_helpers import message
 
 from router.amqp.errors import ChannelError
 from router.amqp.tables import FieldTable
 from router.broker.exchanges import Binding
-from router.broker.exchanges.headers import HeadersExchange
+from router.broker.exchanges.headers import HeadersExchange, _matches, _Spec
 from router.broker.queues import Queue
 
 
@@ -153,3 +155,60 @@ def test_the_same_arguments_in_another_order_are_the_same_binding():
     second.set_typed("x-match", "S", "all")
     assert exchange.bind(Binding(exchange, queue, "", first))
     assert not exchange.bind(Binding(exchange, queue, "", second))
+
+
+# --- the index finds exactly what checking every binding finds ---------------------------------
+
+_VALUES = [("S", "a"), ("S", "b"), ("l", 1), ("d", 1.0), ("t", True), ("I", 2), ("V", None)]
+
+
+@st.composite
+def _binding_arguments(draw: st.DrawFn) -> FieldTable:
+    table = FieldTable()
+    kind = draw(st.sampled_from(["all", "any", "all-with-x", "any-with-x", None]))
+    if kind is not None:
+        table.set_typed("x-match", "S", kind)
+    for key in draw(st.lists(st.sampled_from(["k1", "k2", "k3", "x-k"]), unique=True, max_size=3)):
+        tag, value = draw(st.sampled_from(_VALUES))
+        table.set_typed(key, tag, value)
+    return table
+
+
+@st.composite
+def _headers(draw: st.DrawFn) -> FieldTable | None:
+    if draw(st.booleans()) and draw(st.booleans()):
+        return None
+    table = FieldTable()
+    for key in draw(st.lists(st.sampled_from(["k1", "k2", "k3", "x-k"]), unique=True, max_size=4)):
+        tag, value = draw(st.sampled_from([v for v in _VALUES if v[0] != "V"]))
+        table.set_typed(key, tag, value)
+    return table
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bindings=st.lists(st.tuples(_binding_arguments(), st.integers(0, 3)), max_size=12),
+    removed=st.lists(st.integers(0, 11), max_size=3),
+    headers=st.lists(_headers(), min_size=1, max_size=5),
+)
+def test_indexed_routing_equals_checking_every_binding(
+    bindings: list[tuple[FieldTable, int]], removed: list[int], headers: list[FieldTable | None]
+) -> None:
+    exchange = HeadersExchange("h", "/")
+    queues = [Queue(f"q{i}", "/") for i in range(4)]
+    made = []
+    for arguments, target in bindings:
+        binding = Binding(exchange, queues[target], "", arguments)
+        if exchange.bind(binding):
+            made.append(binding)
+    for index in removed:
+        if index < len(made):
+            exchange.unbind(made.pop(index).key)
+    specs = [_Spec(binding) for binding in made]
+    for table in headers:
+        expected: list[Queue] = []
+        for spec in specs:
+            destination = spec.binding.destination
+            if _matches(spec, table) and destination not in expected:
+                expected.append(destination)  # type: ignore[arg-type]
+        assert exchange.route(message(headers=table)) == expected

@@ -93,28 +93,73 @@ def _matches(spec: _Spec, headers: FieldTable | None) -> bool:
 
 
 class HeadersExchange(Exchange):
+    """Bindings with ``x-match: all`` and a value to compare are indexed under one of their
+    (header, value) pairs, the one fewest other bindings share, so a message is checked only
+    against the bindings its headers can satisfy; the rest (``any``, presence-only, empty) are
+    checked one by one."""
+
     TYPE = "headers"
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._specs: list[_Spec] = []
+        # header -> comparable value -> the indexed specs requiring that pair
+        self._index: dict[str, dict[Any, list[_Spec]]] = {}
+        self._indexed_under: dict[_Spec, tuple[str, Any]] = {}
+        self._linear: list[_Spec] = []
+        self._order: dict[_Spec, int] = {}  # binding order: destinations are returned in it
+        self._added = 0
 
     def validate_binding(self, routing_key: str, arguments: FieldTable) -> None:
         parse_x_match(arguments)
 
     def route(self, message: Message, routing_key: str | None = None) -> list[Destination]:
         headers = message.headers
+        matched: list[_Spec] = [spec for spec in self._linear if _matches(spec, headers)]
+        if headers and self._index:
+            index = self._index
+            for key in headers:
+                by_value = index.get(key)
+                if by_value is None:
+                    continue
+                candidates = by_value.get(_comparable(headers[key]))
+                if candidates:
+                    matched.extend(spec for spec in candidates if _matches(spec, headers))
+        if len(matched) > 1:
+            matched.sort(key=self._order.__getitem__)
         found: dict[Destination, None] = {}
-        for spec in self._specs:
-            if _matches(spec, headers):
-                destination = spec.binding.destination
-                if destination not in found:
-                    found[destination] = None
-                    spec.binding.matched += 1
+        for spec in matched:
+            destination = spec.binding.destination
+            if destination not in found:
+                found[destination] = None
+                spec.binding.matched += 1
         return list(found)
 
     def _add(self, binding: Binding) -> None:
-        self._specs.append(_Spec(binding))
+        spec = _Spec(binding)
+        self._specs.append(spec)
+        self._added += 1
+        self._order[spec] = self._added
+        pairs = [(k, v) for k, v in spec.pairs if v is not _VOID]
+        if spec.any or not pairs:
+            self._linear.append(spec)
+            return
+        key, value = min(pairs, key=lambda pair: len(self._index.get(pair[0], {}).get(pair[1], ())))
+        self._index.setdefault(key, {}).setdefault(value, []).append(spec)
+        self._indexed_under[spec] = (key, value)
 
     def _remove(self, binding: Binding) -> None:
-        self._specs = [s for s in self._specs if s.binding is not binding]
+        for spec in [s for s in self._specs if s.binding is binding]:
+            self._specs.remove(spec)
+            del self._order[spec]
+            under = self._indexed_under.pop(spec, None)
+            if under is None:
+                self._linear.remove(spec)
+                continue
+            key, value = under
+            bucket = self._index[key][value]
+            bucket.remove(spec)
+            if not bucket:
+                del self._index[key][value]
+                if not self._index[key]:
+                    del self._index[key]
