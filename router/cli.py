@@ -112,6 +112,7 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log = logging.getLogger("router")
+    _raise_fd_limit(log)
     clock = Clock()
     store: SQLiteStore | None = None
     if not in_memory:
@@ -207,6 +208,21 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
             store.close()
     log.info("stopped")
     return 0
+
+
+def _raise_fd_limit(log: logging.Logger) -> None:
+    """One socket per connection: take every file descriptor the hard limit allows (a default
+    soft limit of 1024 would refuse the thousandth connection)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        log.info("file descriptor limit %d (one per connection)", soft)
+    except (ImportError, ValueError, OSError) as error:
+        log.warning("could not raise the file descriptor limit: %s", error)
 
 
 def _whole(value: float | None) -> float | int | None:
