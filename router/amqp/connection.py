@@ -166,6 +166,8 @@ CLOSING = "closing"  # we sent connection.close, waiting for close-ok
 CLOSED = "closed"
 
 HANDSHAKE_TIMEOUT = 10.0
+# content headers and property scans remembered per channel (a publisher repeats a few)
+SEEN_MAX = 64
 MAX_MESSAGE_SIZE = (
     128 * 1024 * 1024
 )  # RabbitMQ 3.10's default max_message_size  # RabbitMQ's handshake_timeout
@@ -186,8 +188,8 @@ class _Channel:
         "properties",
         "received",
         "routing_key",
+        "headers_seen",
         "scanned",
-        "scanned_properties",
         "size",
         "stage",
     )
@@ -205,9 +207,10 @@ class _Channel:
         self.size = 0
         self.received = 0
         self.parts: list[bytes] = []
-        # a publisher mostly repeats its properties: the last scan, reused when they are equal
-        self.scanned_properties: bytes | None = None
-        self.scanned: tuple[int, int | None, str | None, FieldTable | None] = (0, None, None, None)
+        # a publisher mostly repeats a few sets of properties: their decoded content headers
+        # and property scans, reused when they come again (at most SEEN_MAX each)
+        self.headers_seen: dict[bytes, tuple[bytes, int, bytes | None]] = {}
+        self.scanned: dict[bytes, tuple[int, int | None, str | None, FieldTable | None]] = {}
 
 
 Authenticator = Callable[[str, str], bool]
@@ -504,10 +507,11 @@ class ServerConnection:
                 state = self._content_state(channel, 1, "content header", "a content method")
                 if state is None:
                     continue
-                if payload == state.header_payload:
-                    # the same properties and size as the last message on this channel: share
-                    # the objects (a backlog of like messages holds one copy, not one each)
-                    size = state.size
+                seen = state.headers_seen.get(payload)
+                if seen is not None:
+                    # properties and size this channel sent recently: no decoding, and the
+                    # same objects (a backlog of like messages holds one copy, not one each)
+                    state.properties, size, state.header_payload = seen
                 else:
                     class_id, size, properties = decode_content_header(payload)
                     if class_id != 60:  # RabbitMQ's rabbit_command_assembler answers 505
@@ -515,9 +519,11 @@ class ServerConnection:
                             UNEXPECTED_FRAME, f"content header for class {class_id}, expected 60"
                         )
                     state.properties = properties
-                    state.size = size
                     # weight 0 (always, in practice): the payload is what Message would encode
                     state.header_payload = payload if payload[2:4] == b"\x00\x00" else None
+                    if len(state.headers_seen) >= SEEN_MAX:
+                        state.headers_seen.clear()
+                    state.headers_seen[payload] = (properties, size, state.header_payload)
                 if size > self.max_message_size:
                     # Refused before a byte of the body is buffered; its body frames are dropped
                     # with everything else on the now closing channel.
@@ -586,14 +592,17 @@ class ServerConnection:
         self, channel: int, state: _Channel, body: bytes, events: list[Event]
     ) -> None:
         properties = state.properties
-        if properties == state.scanned_properties:
-            delivery_mode, priority, expiration, headers = state.scanned
+        scanned = state.scanned.get(properties)
+        if scanned is not None:
+            delivery_mode, priority, expiration, headers = scanned
         else:
             try:
-                state.scanned = delivery_mode, priority, expiration, headers = scan_full(properties)
+                scanned = delivery_mode, priority, expiration, headers = scan_full(properties)
             except FrameError as error:
                 raise ConnectionError(error.reply_code, error.text, 60, 40)
-            state.scanned_properties = properties
+            if len(state.scanned) >= SEEN_MAX:
+                state.scanned.clear()
+            state.scanned[properties] = scanned
         events.append(
             Publish(
                 channel,
