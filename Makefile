@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5672
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench bench-suite clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed-test
 	$(BIN)/router bench --compare $${COMPARE_URL:-amqp://guest:guest@127.0.0.1:5673/%2F}
+
+# every scenario of docs/benchmarks.md, one JSON file each, and the plot
+bench-suite: $(VENV)/.installed-test
+	$(BIN)/router bench --scenario suite --runs 3 --json-dir docs/bench/suite \
+		--compare $${COMPARE_URL:-amqp://guest:guest@127.0.0.1:5673/%2F}
+	$(BIN)/router bench-plot docs/bench/suite/*.json --out docs/bench/suite.png
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
