@@ -252,8 +252,10 @@ def test_suite_writes_a_json_file_per_scenario_and_the_plot_draws_them(
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(
-        ["--scenario", "suite", "--url", router_server.url, "--compare", router_server.url]
-        + ["--runs", "1", "--json-dir", str(out)]
+        [
+            *("--scenario", "suite", "--url", router_server.url, "--compare", router_server.url),
+            *("--runs", "1", "--json-dir", str(out)),
+        ]
     )
     assert run(args) == 0
     files = sorted(out.glob("*.json"))
