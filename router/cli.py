@@ -96,7 +96,8 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
 
     from router.broker.broker import Broker, BrokerConfig
     from router.broker.ports import Clock
-    from router.runtime.memory import MemoryMonitor, read_rss, total_memory, watermark_bytes
+    from router.process import raise_fd_limit, read_rss
+    from router.runtime.memory import MemoryMonitor, total_memory, watermark_bytes
     from router.runtime.server import AMQPServer
     from router.runtime.storage import StoreFlusher
     from router.store.recovery import restore
@@ -112,7 +113,11 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log = logging.getLogger("router")
-    _raise_fd_limit(log)
+    fd_limit = raise_fd_limit()
+    if fd_limit is None:
+        log.warning("could not read or raise the limit of open files (one per connection)")
+    else:
+        log.info("file descriptor limit %d (one per connection)", fd_limit)
     clock = Clock()
     store: SQLiteStore | None = None
     if not in_memory:
@@ -208,21 +213,6 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
             store.close()
     log.info("stopped")
     return 0
-
-
-def _raise_fd_limit(log: logging.Logger) -> None:
-    """One socket per connection: take every file descriptor the hard limit allows (a default
-    soft limit of 1024 would refuse the thousandth connection)."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        log.info("file descriptor limit %d (one per connection)", soft)
-    except (ImportError, ValueError, OSError) as error:
-        log.warning("could not raise the file descriptor limit: %s", error)
 
 
 def _whole(value: float | None) -> float | int | None:

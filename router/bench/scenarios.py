@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from queue import Empty
 from typing import Any
 
 from router.amqp import spec
@@ -33,10 +34,9 @@ from router.bench.tools import (
     merge_histograms,
     percentile,
     pid_listening_on,
-    raise_fd_limit,
-    rss_bytes,
 )
 from router.client.blocking import BlockingClient, parse_url
+from router.process import raise_fd_limit, read_rss
 
 Progress = Callable[[int, int], None]
 """progress(done, total): the run's deliveries so far."""
@@ -96,6 +96,11 @@ class Topology:
             [spec.ExchangeDelete(exchange=name) for name, _ in self.exchanges],
             spec.ExchangeDeleteOk,
         )
+
+
+def _rss(pid: int | None) -> int | None:
+    """The broker's resident memory, when it runs on this machine."""
+    return None if pid is None else read_rss(pid)
 
 
 def _name(kind: str) -> str:
@@ -202,13 +207,7 @@ def _topic(args: Any, count: int, plain: bytes) -> tuple[Topology, Flow]:
         key = f"b{j}.k{i}.end" if kind == 0 else f"b{j}.k{i}.x" if kind == 1 else f"k{i}.b{j}.end"
         templates.append((exchange, key, plain))
         template_queue.append(queues[j % len(queues)])
-    counts = _per_queue_counts(template_queue, count)
-    plans = _spread(queues, args.consumers)
-    consumers = [(plan, sum(counts.get(c[0], 0) for c in plan)) for plan in plans]
-    topology = Topology(
-        exchanges=[(exchange, "topic")], queues=[(q, {}) for q in queues], bindings=patterns
-    )
-    return topology, Flow(templates, count, consumers=consumers)
+    return _routed(exchange, "topic", queues, patterns, templates, template_queue, count, args)
 
 
 def _headers(args: Any, count: int) -> tuple[Topology, Flow]:
@@ -228,11 +227,26 @@ def _headers(args: Any, count: int) -> tuple[Topology, Flow]:
         headers = FieldTable({"region": f"r{j}", "kind": "k", "seq": i})
         templates.append((exchange, "", BasicProperties(headers=headers).encode()))
         template_queue.append(queues[j % len(queues)])
+    return _routed(exchange, "headers", queues, binds, templates, template_queue, count, args)
+
+
+def _routed(
+    exchange: str,
+    kind: str,
+    queues: list[str],
+    bindings: list[tuple[str, str, str, dict[str, Any]]],
+    templates: list[workers.Template],
+    template_queue: list[str],
+    count: int,
+    args: Any,
+) -> tuple[Topology, Flow]:
+    """An exchange of ``kind`` bound to ``queues``, one consumer connection per queue; template
+    i routes to ``template_queue[i]`` only, which gives each consumer's expected count."""
     counts = _per_queue_counts(template_queue, count)
     plans = _spread(queues, args.consumers)
     consumers = [(plan, sum(counts.get(c[0], 0) for c in plan)) for plan in plans]
     topology = Topology(
-        exchanges=[(exchange, "headers")], queues=[(q, {}) for q in queues], bindings=binds
+        exchanges=[(exchange, kind)], queues=[(q, {}) for q in queues], bindings=bindings
     )
     return topology, Flow(templates, count, consumers=consumers)
 
@@ -260,7 +274,7 @@ def run_flow(url: str, scenario: str, args: Any, progress: Progress) -> dict[str
     expected = sum(n for _, n in flow.consumers)
     try:
         topology.declare(admin)
-        rss_before_connections = rss_bytes(broker_pid)
+        rss_before_connections = _rss(broker_pid)
         counters = []
         for index, (plan, share) in enumerate(flow.consumers):
             counter = ctx.Value("q", 0, lock=False)
@@ -294,7 +308,7 @@ def run_flow(url: str, scenario: str, args: Any, progress: Progress) -> dict[str
                 if time.monotonic() > deadline or not process.is_alive():
                     raise RuntimeError("a bench consumer did not get ready")
         connections = sum(len(plan) for plan, _ in flow.consumers)
-        rss_connected = rss_bytes(broker_pid)
+        rss_connected = _rss(broker_pid)
         if flow.rate is not None:
             producer_args: tuple[Any, ...] = (
                 url,
@@ -330,9 +344,7 @@ def run_flow(url: str, scenario: str, args: Any, progress: Progress) -> dict[str
         while waiting:
             try:
                 kind, payload = _collect(results, 0.1)
-            except Exception as error:  # queue.Empty: update the progress display
-                if type(error).__name__ != "Empty":
-                    raise
+            except Empty:  # nothing yet: update the progress display
                 progress(sum(c.value for c in counters), expected)
                 if time.monotonic() - last_report > ERROR_WAIT:
                     raise RuntimeError("bench run stalled: no result for 10 minutes") from None
@@ -342,7 +354,7 @@ def run_flow(url: str, scenario: str, args: Any, progress: Progress) -> dict[str
             last_report = time.monotonic()
         progress(expected, expected)
         cpu_after = cpu_seconds(broker_pid)
-        rss_after = rss_bytes(broker_pid)
+        rss_after = _rss(broker_pid)
         for process, _ in processes:
             process.join(30)
     finally:
@@ -406,10 +418,10 @@ def run_persistent(url: str, args: Any, progress: Progress) -> dict[str, Any]:
     expected = ctx.Value("q", -1)
     counter = ctx.Value("q", 0, lock=False)
     results = ctx.Queue()
-    queue = _name("persistent")
+    target = _name("persistent")
     broker_pid = pid_listening_on(parse_url(url).port)
     admin = BlockingClient(url)
-    admin.declare_queue(queue, durable=True)
+    admin.declare_queue(target, durable=True)
     processes = []
     left_in_queue: int | None = None
     try:
@@ -422,7 +434,7 @@ def run_persistent(url: str, args: Any, progress: Progress) -> dict[str, Any]:
                     results,
                     workers.persistent_consumer,
                     url,
-                    queue,
+                    target,
                     args.prefetch,
                     args.ack_every,
                     expected,
@@ -443,7 +455,7 @@ def run_persistent(url: str, args: Any, progress: Progress) -> dict[str, Any]:
                         workers.persistent_publisher,
                         index,
                         url,
-                        queue,
+                        target,
                         share,
                         args.size,
                         window,
@@ -459,9 +471,7 @@ def run_persistent(url: str, args: Any, progress: Progress) -> dict[str, Any]:
             while True:
                 try:
                     return _collect(results, 0.1)
-                except Exception as error:
-                    if type(error).__name__ != "Empty":
-                        raise
+                except Empty:
                     progress(counter.value, messages)
 
         done = [collect() for _ in range(publishers)]
@@ -476,7 +486,7 @@ def run_persistent(url: str, args: Any, progress: Progress) -> dict[str, Any]:
         for process in processes:
             process.join(30)
         cpu_after = cpu_seconds(broker_pid)
-        left_in_queue = admin.delete_queue(queue)
+        left_in_queue = admin.delete_queue(target)
     finally:
         for process in processes:
             if process.is_alive():
@@ -484,11 +494,11 @@ def run_persistent(url: str, args: Any, progress: Progress) -> dict[str, Any]:
                 process.join(5)
         if left_in_queue is None:  # a failed run: still remove its queue and messages
             try:
-                admin.delete_queue(queue)
+                admin.delete_queue(target)
             except (OSError, ConnectionError):
                 try:
                     cleanup = BlockingClient(url)
-                    cleanup.delete_queue(queue)
+                    cleanup.delete_queue(target)
                     cleanup.close()
                 except (OSError, ConnectionError):
                     pass
@@ -550,7 +560,7 @@ def run_scale(url: str, args: Any, progress: Progress) -> dict[str, Any]:
         exchanges=[(exchange, "topic")], queues=[(q, {}) for q in queues], bindings=binds
     )
     broker_pid = pid_listening_on(parse_url(url).port)
-    if rss_bytes(broker_pid) is None:
+    if _rss(broker_pid) is None:
         raise RuntimeError("scale needs the broker's pid on this machine to read its memory")
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -561,7 +571,7 @@ def run_scale(url: str, args: Any, progress: Progress) -> dict[str, Any]:
 
     def settle() -> int:
         time.sleep(1.0)
-        value = rss_bytes(broker_pid)
+        value = _rss(broker_pid)
         assert value is not None
         return value
 

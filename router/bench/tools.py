@@ -148,35 +148,12 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def rss_bytes(pid: int | None) -> int | None:
-    """The resident memory of process ``pid`` in bytes (/proc), or None."""
-    if pid is None:
-        return None
-    try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
 def merge_histograms(histograms: list[dict[int, int]]) -> dict[int, int]:
     merged: dict[int, int] = {}
     for histogram in histograms:
         for value, count in histogram.items():
             merged[int(value)] = merged.get(int(value), 0) + count
     return merged
-
-
-def raise_fd_limit() -> None:
-    """Allow as many sockets as the hard limit allows (the many-connections scenarios)."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
 
 
 def free_port() -> int:

@@ -18,8 +18,9 @@ from typing import Any
 
 from router.amqp.constants import FRAME_BODY, FRAME_METHOD
 from router.amqp.properties import BasicProperties
-from router.bench.tools import ConfirmTracker, raise_fd_limit
+from router.bench.tools import ConfirmTracker
 from router.client.blocking import BlockingClient, Confirm
+from router.process import raise_fd_limit
 
 BATCH = 500  # publishes per write
 PERSISTENT = BasicProperties(delivery_mode=2)

@@ -151,28 +151,28 @@ class Session:
             if data:  # read before the block took effect: waits with the rest
                 self._stalled.extend(events)
                 return
-            self.blocked = False  # the peer is gone: what waited goes with it
-            self._stalled = []
+            self._leave_block()  # the peer is gone: what waited goes with it
         self._handle(events)
 
     def _handle(self, events: list[Event]) -> None:
         # Every event happened on the wire before any close the connection saw in the same read,
         # so all are processed; only a close this session starts makes it skip the rest.
         closing = False
+        alarms = self.broker.alarms  # not raised or cleared while a read is handled
         for index, event in enumerate(events):
             if closing and type(event) is not Terminated:
                 continue
-            if type(event) is Publish and self.broker.alarms:
-                # flow control: a publish during a resource alarm blocks the connection; it and
-                # everything read after it wait until the alarm clears, as in RabbitMQ
-                self._block(events[index:])
-                break
             try:
                 # An event may name a channel this session closed earlier in the same read
                 # (the connection parsed it first): like the frames of any closing channel, it
                 # is dropped (AMQP 0-9-1 §4.2.3.1). Hence the ``channel is not None`` tests.
                 # A paused channel (waiting for the store) keeps its events for later.
                 if type(event) is Publish:
+                    if alarms:
+                        # flow control: a publish during a resource alarm blocks the connection;
+                        # it and everything read after it wait for the alarm to clear (RabbitMQ)
+                        self._block(events[index:])
+                        break
                     channel = self.channels.get(event.channel)
                     if channel is not None:
                         if channel.paused:
@@ -276,10 +276,8 @@ class Session:
         self.conn.close_with(error)
         self._teardown()
         if self.blocked:  # read again: the client's close-ok must get through
-            self.blocked = False
+            self._leave_block()
             self._blocked_sent = False
-            self._stalled = []
-            self.conn.resume_reading(self.broker.clock.now)
             self.on_unblocked()
 
     def shutdown(self) -> None:
@@ -356,17 +354,22 @@ class Session:
         """Every alarm cleared (``Broker.set_alarm``): reads resume."""
         if not self.blocked:
             return
-        self.blocked = False
-        self.conn.resume_reading(self.broker.clock.now)
+        stalled = self._leave_block()
         if self._blocked_sent:
             self._blocked_sent = False
             if not self.closed:
                 self.conn.send_method(0, spec.ConnectionUnblocked())
                 self._wake()
-        stalled, self._stalled = self._stalled, []
         self._handle(stalled)  # may block again, if another alarm is up by now
         if not self.blocked:
             self.on_unblocked()
+
+    def _leave_block(self) -> list[Event]:
+        """Reading resumes; returns the events that waited for it."""
+        self.blocked = False
+        self.conn.resume_reading(self.broker.clock.now)
+        stalled, self._stalled = self._stalled, []
+        return stalled
 
     # --- publish -------------------------------------------------------------------------------
 

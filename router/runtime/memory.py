@@ -23,22 +23,12 @@ from pathlib import Path
 import trio
 
 from router.broker.broker import Broker
+from router.process import read_rss
 
 log = logging.getLogger("router.memory")
 
 INTERVAL = 0.1  # seconds between samples: at 100 MB/s of publishes, at most 10 MB overshoot
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while the alarm is raised
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def read_rss() -> int | None:
-    """This process's resident set in bytes (Linux /proc), or None where it cannot be read."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def total_memory() -> int | None:

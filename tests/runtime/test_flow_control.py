@@ -25,7 +25,8 @@ import pytest
 from router.broker.broker import Broker, BrokerConfig
 from router.broker.ports import CountingIds
 from router.config import ConfigError, load_settings
-from router.runtime.memory import MemoryMonitor, read_rss, total_memory, watermark_bytes
+from router.process import read_rss
+from router.runtime.memory import MemoryMonitor, total_memory, watermark_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
 from crash_harness import BrokerProcess
@@ -46,8 +47,9 @@ class LowWatermarkBroker(BrokerProcess):
 
     def rss(self) -> int:
         assert self.proc is not None
-        pages = int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1])
-        return pages * 4096
+        value = read_rss(self.proc.pid)
+        assert value is not None
+        return value
 
 
 @pytest.mark.skipif(read_rss() is None, reason="needs /proc to read the broker's memory")
@@ -60,7 +62,8 @@ def test_a_fast_publisher_is_blocked_at_the_watermark_and_resumes_when_consumers
         probe.start()
         time.sleep(0.3)
         assert probe.proc is not None
-        idle = int(Path(f"/proc/{probe.proc.pid}/statm").read_text().split()[1]) * 4096
+        idle = read_rss(probe.proc.pid)
+        assert idle is not None
     finally:
         probe.close()
     watermark = idle + 64 * MiB

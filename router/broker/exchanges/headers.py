@@ -62,13 +62,15 @@ def _comparable(value: Any) -> Any:
 
 
 class _Spec:
-    __slots__ = ("any", "binding", "pairs")
+    __slots__ = ("any", "binding", "order", "pairs", "under")
 
-    def __init__(self, binding: Binding) -> None:
+    def __init__(self, binding: Binding, order: int = 0) -> None:
         kind = parse_x_match(binding.arguments)
         with_x = kind.endswith("-with-x")
         self.any = kind.startswith("any")
         self.binding = binding
+        self.order = order  # when it was bound: matches are returned in binding order
+        self.under: tuple[str, Any] | None = None  # its pair in the exchange's index, if any
         args = binding.arguments
         self.pairs: list[tuple[str, Any]] = [
             (key, _VOID if args.tag(key) == "V" else _comparable(args[key]))
@@ -102,12 +104,10 @@ class HeadersExchange(Exchange):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._specs: list[_Spec] = []
+        self._specs: dict[Binding, _Spec] = {}
         # header -> comparable value -> the indexed specs requiring that pair
         self._index: dict[str, dict[Any, list[_Spec]]] = {}
-        self._indexed_under: dict[_Spec, tuple[str, Any]] = {}
-        self._linear: list[_Spec] = []
-        self._order: dict[_Spec, int] = {}  # binding order: destinations are returned in it
+        self._linear: list[_Spec] = []  # checked one by one
         self._added = 0
 
     def validate_binding(self, routing_key: str, arguments: FieldTable) -> None:
@@ -126,7 +126,7 @@ class HeadersExchange(Exchange):
                 if candidates:
                     matched.extend(spec for spec in candidates if _matches(spec, headers))
         if len(matched) > 1:
-            matched.sort(key=self._order.__getitem__)
+            matched.sort(key=_order)
         found: dict[Destination, None] = {}
         for spec in matched:
             destination = spec.binding.destination
@@ -136,30 +136,29 @@ class HeadersExchange(Exchange):
         return list(found)
 
     def _add(self, binding: Binding) -> None:
-        spec = _Spec(binding)
-        self._specs.append(spec)
         self._added += 1
-        self._order[spec] = self._added
+        spec = self._specs[binding] = _Spec(binding, self._added)
         pairs = [(k, v) for k, v in spec.pairs if v is not _VOID]
         if spec.any or not pairs:
             self._linear.append(spec)
             return
         key, value = min(pairs, key=lambda pair: len(self._index.get(pair[0], {}).get(pair[1], ())))
         self._index.setdefault(key, {}).setdefault(value, []).append(spec)
-        self._indexed_under[spec] = (key, value)
+        spec.under = (key, value)
 
     def _remove(self, binding: Binding) -> None:
-        for spec in [s for s in self._specs if s.binding is binding]:
-            self._specs.remove(spec)
-            del self._order[spec]
-            under = self._indexed_under.pop(spec, None)
-            if under is None:
-                self._linear.remove(spec)
-                continue
-            key, value = under
-            bucket = self._index[key][value]
-            bucket.remove(spec)
-            if not bucket:
-                del self._index[key][value]
-                if not self._index[key]:
-                    del self._index[key]
+        spec = self._specs.pop(binding)
+        if spec.under is None:
+            self._linear.remove(spec)
+            return
+        key, value = spec.under
+        bucket = self._index[key][value]
+        bucket.remove(spec)
+        if not bucket:
+            del self._index[key][value]
+            if not self._index[key]:
+                del self._index[key]
+
+
+def _order(spec: _Spec) -> int:
+    return spec.order
