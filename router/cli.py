@@ -43,6 +43,27 @@ def _build_parser() -> argparse.ArgumentParser:
         "0.4), or bytes above 1",
     )
     serve.add_argument(
+        "--management-port",
+        type=int,
+        default=None,
+        help="management HTTP API port (default 15672; 0 picks a free one)",
+    )
+    serve.add_argument(
+        "--no-management", action="store_true", help="do not start the management HTTP API"
+    )
+    serve.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=None,
+        help="also serve /metrics on this port of its own (RabbitMQ uses 15692)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log lines as text (default) or one JSON object per line",
+    )
+    serve.add_argument(
         "--in-memory",
         action="store_true",
         help="keep nothing on disk: durable things are lost at exit (tests, benchmarks)",
@@ -73,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                     "log_level": args.log_level,
                     "data_dir": args.data_dir,
                     "memory_high_watermark": _whole(args.memory_high_watermark),
+                    "management_port": args.management_port,
+                    "management": False if args.no_management else None,
+                    "prometheus_port": args.prometheus_port,
+                    "log_format": args.log_format,
                 },
             )
         except ConfigError as error:
@@ -96,7 +121,10 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
 
     from router.broker.broker import Broker, BrokerConfig
     from router.broker.ports import Clock
+    from router.logs import configure as configure_logs
+    from router.management.api import ManagementAPI
     from router.process import raise_fd_limit, read_rss
+    from router.runtime.http import ManagementServer
     from router.runtime.memory import MemoryMonitor, total_memory, watermark_bytes
     from router.runtime.server import AMQPServer
     from router.runtime.storage import StoreFlusher
@@ -108,10 +136,7 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
     # (measured: ~30 % of broker CPU in `router bench`). Per-message objects form no cycles, so
     # collect rarely; cycles (closed sessions, channels) are still reclaimed.
     gc.set_threshold(50_000, 20, 20)
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logs(settings.log_level, settings.log_format)
     log = logging.getLogger("router")
     fd_limit = raise_fd_limit()
     if fd_limit is None:
@@ -154,6 +179,18 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
             settings.memory_high_watermark,
         )
     flusher = StoreFlusher(broker, store) if store is not None else None
+    api = ManagementAPI(
+        broker,
+        store_stats=flusher.figures if flusher is not None else None,
+        listeners=[
+            {
+                "node": "router@localhost",
+                "protocol": "amqp",
+                "ip_address": settings.host,
+                "port": settings.port,
+            },
+        ],
+    )
 
     async def run() -> None:
         clock.now = trio.current_time()
@@ -175,14 +212,35 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
             if monitor is not None:
                 nursery.start_soon(monitor.run)
             try:
-                await nursery.start(server.serve, settings.host, settings.port)
+                port = await nursery.start(server.serve, settings.host, settings.port)
+                api.listeners[0]["port"] = port
+                if settings.management:
+                    http_port = await nursery.start(
+                        ManagementServer(api).serve,
+                        settings.management_host,
+                        settings.management_port,
+                    )
+                    api.listeners.append(
+                        {
+                            "node": "router@localhost",
+                            "protocol": "http",
+                            "ip_address": settings.management_host,
+                            "port": http_port,
+                        }
+                    )
+                if settings.prometheus_port is not None:
+                    await nursery.start(
+                        ManagementServer(api, metrics_only=True).serve,
+                        settings.management_host,
+                        settings.prometheus_port,
+                    )
             except OSError as error:
                 log.error(
-                    "cannot listen on %s:%d: %s (is another broker running there? pick another "
-                    "port with --port)",
-                    settings.host,
-                    settings.port,
+                    "cannot listen: %s (is another broker running on port %d or %d? pick others "
+                    "with --port and --management-port, or --no-management)",
                     error,
+                    settings.port,
+                    settings.management_port,
                 )
                 raise SystemExit(1) from None
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

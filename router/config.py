@@ -34,6 +34,15 @@ class Settings:
     # the memory alarm (RabbitMQ's vm_memory_high_watermark): at or above this resident memory,
     # publishing connections are blocked. <= 1: a fraction of RAM; > 1: bytes
     memory_high_watermark: float = 0.4
+    # the management HTTP API (RabbitMQ's paths), on management_host:management_port
+    management: bool = True
+    management_host: str = "127.0.0.1"
+    management_port: int = 15672
+    # Prometheus metrics on a port of their own too (RabbitMQ's is 15692); None: only at the
+    # management API's /metrics
+    prometheus_port: int | None = None
+    # "text" (one readable line per event) or "json" (one JSON object per line)
+    log_format: str = "text"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,8 +53,11 @@ _INTS = {
     "heartbeat": (0, 65535),
     "max_message_size": (1, 512 * 1024 * 1024),
     "memory_budget": (0, 1 << 50),
+    "management_port": (0, 65535),
+    "prometheus_port": (0, 65535),
 }
-_STRS = ("host", "log_level", "data_dir")
+_STRS = ("host", "log_level", "data_dir", "management_host")
+LOG_FORMATS = ("text", "json")
 
 
 def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -91,6 +103,19 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
                     f"(e.g. 2147483648)"
                 )
             changes[key] = value
+        elif key == "management":
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"{where}: key 'management': found {value!r}, expected true or false"
+                )
+            changes[key] = value
+        elif key == "log_format":
+            if value not in LOG_FORMATS:
+                raise ConfigError(
+                    f"{where}: key 'log_format': found {value!r}, expected one of "
+                    f"{', '.join(LOG_FORMATS)}"
+                )
+            changes[key] = value
         elif key == "users":
             if not isinstance(value, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -105,6 +130,18 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
                 raise ConfigError(f"{where}: key 'vhosts': expected a list of names, e.g. ['/']")
             changes["vhosts"] = tuple(value)
         else:
-            known = ", ".join(sorted([*_INTS, *_STRS, "users", "vhosts", "memory_high_watermark"]))
+            known = ", ".join(
+                sorted(
+                    [
+                        *_INTS,
+                        *_STRS,
+                        "users",
+                        "vhosts",
+                        "memory_high_watermark",
+                        "management",
+                        "log_format",
+                    ]
+                )
+            )
             raise ConfigError(f"{where}: unknown key '{key}'; known keys are: {known}")
     return replace(settings, **changes)

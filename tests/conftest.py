@@ -21,6 +21,8 @@ import trio
 
 from router.broker.broker import Broker, BrokerConfig
 from router.broker.ports import Clock
+from router.management.api import ManagementAPI
+from router.runtime.http import ManagementServer
 from router.runtime.server import AMQPServer
 from router.runtime.storage import StoreFlusher
 from router.store.recovery import restore
@@ -38,6 +40,12 @@ class RunningServer:
     _token: trio.lowlevel.TrioToken
     _thread: threading.Thread
     _stop: trio.Event | None = None
+    http_port: int = 0  # the management API's port, when started with management=True
+    api: ManagementAPI | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def url(self) -> str:
@@ -61,7 +69,7 @@ class RunningServer:
 
 
 def start_router(
-    config: BrokerConfig | None = None, *, data_dir: Path | None = None
+    config: BrokerConfig | None = None, *, data_dir: Path | None = None, management: bool = False
 ) -> RunningServer:
     """Start a broker on 127.0.0.1:<ephemeral> in a thread; returns once it listens. With
     ``data_dir``, it is durable: the SQLite store there is recovered first and written by the
@@ -89,6 +97,10 @@ def start_router(
                 box["flusher"] = flusher
                 await nursery.start(flusher.run)
             box["port"] = await nursery.start(server.serve, "127.0.0.1", 0)
+            if management:
+                api = ManagementAPI(broker, store_stats=flusher.figures if flusher else None)
+                box["api"] = api
+                box["http_port"] = await nursery.start(ManagementServer(api).serve, "127.0.0.1", 0)
             ready.set()
             await stop.wait()
             if flusher is not None:
@@ -111,6 +123,8 @@ def start_router(
         raise RuntimeError(f"router did not start: {box.get('error')!r}")
     running = RunningServer(broker, server, int(box["port"]), box["token"], thread)  # type: ignore[arg-type]
     running._stop = box["stop"]  # type: ignore[assignment]
+    running.http_port = int(box.get("http_port", 0))  # type: ignore[call-overload]
+    running.api = box.get("api")  # type: ignore[assignment]
     return running
 
 

@@ -17,10 +17,12 @@ from router.amqp.tables import FieldTable
 from router.broker.passwords import check_password, hash_password
 from router.broker.ports import Clock, IdSource, RandomIds, RandomSource, Store
 from router.broker.queues import Queue
+from router.broker.stats import Totals
 from router.broker.timeindex import TimeIndex, Timer
 from router.broker.vhost import VirtualHost
 
 if TYPE_CHECKING:
+    from router.amqp.errors import ChannelError
     from router.broker.channel import Channel
     from router.broker.session import Session
 
@@ -93,6 +95,12 @@ class Broker:
         self._session_ids = 0
         # resource alarms in force ("memory"): publishing connections are blocked while any is
         self.alarms: set[str] = set()
+        # what deleted queues, closed channels and connections counted (stats.py)
+        self.totals = Totals()
+        # the runtime's hook: a channel was closed by an error (it logs one line)
+        self.on_channel_error: Callable[[Session, int, ChannelError], None] = (
+            lambda session, number, error: None
+        )
 
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
@@ -200,11 +208,20 @@ class Broker:
 
     def session_opened(self, session: Session) -> None:
         self.sessions[session.id] = session
+        self.totals.connections_opened += 1
 
     def session_closed(self, session: Session) -> None:
-        self.sessions.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is not None:
+            self.totals.connections_closed += 1
+            self.totals.retire(self.totals.connection, session.counters())
+
+    def channel_closed(self, channel: Channel) -> None:
+        self.totals.channels_closed += 1
+        self.totals.retire(self.totals.channel, channel.counters())
 
     def _queue_deleted(self, queue: Queue) -> None:
+        self.totals.queues_deleted += 1
+        self.totals.retire(self.totals.queue, queue.stats.values())
         for consumer in queue.consumers():
             queue.remove_consumer(consumer)
             consumer.channel.session.cancel_by_server(consumer)

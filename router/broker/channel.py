@@ -114,6 +114,24 @@ class Channel:
         # direct reply-to: this channel's reply name and the consumer tag replies carry
         self.reply_to: str | None = None
         self.reply_consumer: bytes = b""
+        # counters for the management API (stats.CHANNEL_FIELDS)
+        self.published = 0
+        self.confirmed = 0
+        self.returned = 0
+        self.delivered = 0
+        self.redelivered = 0
+        self.acked = 0
+
+    def counters(self) -> tuple[int, ...]:
+        """The counters in ``stats.CHANNEL_FIELDS`` order."""
+        return (
+            self.published,
+            self.confirmed,
+            self.returned,
+            self.delivered,
+            self.redelivered,
+            self.acked,
+        )
 
     # --- delivering ----------------------------------------------------------------------------
 
@@ -124,6 +142,9 @@ class Channel:
         session = self.session
         number = self.number
         entry.delivery_tag = tag
+        self.delivered += 1
+        if entry.redelivered:
+            self.redelivered += 1
         header_payload = message.header_payload
         if entry.delivery_count > 1 and queue.options.delivery_limit is not None:
             header_payload = message.header_with("x-delivery-count", entry.delivery_count - 1)
@@ -149,6 +170,7 @@ class Channel:
         ack (RabbitMQ's direct reply-to)."""
         tag = self.next_tag
         self.next_tag = tag + 1
+        self.delivered += 1
         session = self.session
         session.write(
             fastpath.deliver_message(
@@ -174,6 +196,9 @@ class Channel:
         tag = self.next_tag
         self.next_tag = tag + 1
         entry.delivery_tag = tag
+        self.delivered += 1
+        if entry.redelivered:
+            self.redelivered += 1
         message = entry.message
         header_payload = message.header_payload
         if queue.options.delivery_limit is not None:  # RabbitMQ shows the count on every get
@@ -230,6 +255,7 @@ class Channel:
             self.tx_acks.append((None, self._take_tagged(delivery_tag, multiple)))
             return
         records = self._take(delivery_tag, multiple)
+        self.acked += len(records)
         # _release and queue.ack in one pass
         released = 0
         for entry, queue, consumer in records:
@@ -315,6 +341,7 @@ class Channel:
             records = [record for _tag, record in tagged]
             self._release(records)
             if requeue is None:
+                self.acked += len(records)
                 for entry, queue, _consumer in records:
                     queue.ack(entry)
             else:

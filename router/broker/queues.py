@@ -107,6 +107,9 @@ class DetachedHost:
         self.expired_queues.append(queue)
 
 
+_MARKS_MAX = 4096
+
+
 class QueueStats:
     """Cheap counters; the management API reads them."""
 
@@ -118,6 +121,7 @@ class QueueStats:
         "expired",
         "published",
         "redelivered",
+        "rejected",
         "rejected_publishes",
     )
 
@@ -128,8 +132,21 @@ class QueueStats:
         self.acked = 0
         self.expired = 0
         self.dead_lettered: dict[str, int] = {}
+        self.rejected = 0  # nacked or rejected without requeue
         self.rejected_publishes = 0
         self.duplicates = 0
+
+    def values(self) -> tuple[int, ...]:
+        """The counters in ``stats.QUEUE_FIELDS`` order."""
+        return (
+            self.published,
+            self.delivered,
+            self.redelivered,
+            self.acked,
+            self.rejected,
+            self.expired,
+            sum(self.dead_lettered.values()),
+        )
 
 
 class _Level:
@@ -212,6 +229,8 @@ class Queue:
         self.deleted = False
         self._dedup: dict[object, int] = {}  # x-message-deduplication: key -> copies held
         self.stats = QueueStats()
+        # (seq, time) marks at most a second apart, for the age of the oldest ready message
+        self._marks: deque[tuple[int, float]] = deque()
         self._idle_timer: Timer[tuple[int, QueuedMessage | None]] | None = None
         if self.options.expires is not None:
             self._idle_timer = self._add_timer(
@@ -399,6 +418,65 @@ class Queue:
         self.ready_bytes += entry.message.size
         if entry.expires_at is not None:
             entry.timer = self._add_timer(entry.expires_at, _EXPIRE, entry)
+        marks = self._marks
+        if not marks or (self.clock.now - marks[-1][1] >= 1.0 and entry.seq > marks[-1][0]):
+            if len(marks) >= _MARKS_MAX:
+                self._marks = marks = deque(list(marks)[::2])  # coarser, never unbounded
+            marks.append((entry.seq, self.clock.now))
+
+    def waiting_messages(self) -> list[tuple[float, QueuedMessage]]:
+        """Scheduled and backed-off messages, each with the time it becomes visible (or
+        expires, when that comes first), soonest first."""
+        found: list[tuple[float, QueuedMessage]] = []
+        for index in (self._due, self._timers):
+            for timer in index.timers():
+                _kind, entry = timer.item
+                if entry is not None and entry.state == WAITING and entry.timer is timer:
+                    found.append((timer.deadline, entry))
+        found.sort(key=lambda pair: (pair[0], pair[1].seq))
+        return found
+
+    def cancel_waiting(self, seq: int) -> bool:
+        """Drop the scheduled or backed-off message with position ``seq`` (management API):
+        it leaves the queue as if acked, without being dead-lettered."""
+        for _deadline, entry in self.waiting_messages():
+            if entry.seq != seq:
+                continue
+            timer = entry.timer
+            assert timer is not None
+            (self._due if timer.item[0] == _DUE else self._timers).cancel(timer)
+            entry.timer = None
+            entry.state = GONE
+            self.waiting -= 1
+            self._release_key(entry)
+            if entry.stored:
+                self._store.message_changed(self, entry)  # type: ignore[union-attr]
+            return True
+        return False
+
+    def oldest_ready_age(self) -> float | None:
+        """Seconds the oldest ready message has been in the queue (to within a second), or None
+        when nothing is ready."""
+        if not self.ready_count:
+            return None
+        oldest: int | None = None
+        for level in self._levels:
+            if level is None:
+                continue
+            for entry in level.ready:
+                if entry.state == READY:
+                    oldest = entry.seq if oldest is None else min(oldest, entry.seq)
+                    break
+            if level.nrequeued:
+                seq = level.requeued[0].seq
+                oldest = seq if oldest is None else min(oldest, seq)
+        if oldest is None:
+            return None
+        marks = self._marks
+        while len(marks) > 1 and marks[1][0] <= oldest:
+            marks.popleft()  # marks older than the oldest ready message are no longer needed
+        since = marks[0][1] if marks else self.clock.now
+        return max(0.0, self.clock.now - since)
 
     def _pop_ready(self) -> QueuedMessage | None:
         """Take the next ready message: highest priority level, oldest position in it."""
@@ -780,6 +858,7 @@ class Queue:
             self._settle(entry)
             entry.state = GONE
             rejected.append(entry)
+        self.stats.rejected += len(rejected)
         if rejected and not self.deleted:
             self._dead_letter(rejected, REJECTED)
 

@@ -95,9 +95,25 @@ class Session:
         # the runtime's hook: reads may resume (the alarm cleared)
         self.on_unblocked: Callable[[], None] = lambda: None
         self.id = broker.next_session_id()
+        # for the management API: where the client connected, and the bytes both ways
+        self.local = ""
+        self.connected_at = now + broker.clock.wall_offset  # Unix time
+        self.recv_oct = 0
+        self.recv_cnt = 0
+        self.send_oct = 0
+        self.send_cnt = 0
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.peer}>"
+
+    @property
+    def name(self) -> str:
+        """The connection's name, as RabbitMQ shows it: "peer -> local"."""
+        return f"{self.peer} -> {self.local}" if self.local else self.peer
+
+    def counters(self) -> tuple[int, ...]:
+        """The counters in ``stats.CONNECTION_FIELDS`` order."""
+        return (self.recv_oct, self.send_oct, self.recv_cnt, self.send_cnt)
 
     # --- I/O face --------------------------------------------------------------------------------
 
@@ -117,7 +133,10 @@ class Session:
         """What to write to the socket now; call ``sent()`` once it is written."""
         self._wake_pending = False
         data = self.conn.data_to_send(now)
-        self.in_flight += len(data)
+        if data:
+            self.in_flight += len(data)
+            self.send_oct += len(data)
+            self.send_cnt += 1
         return data
 
     def sent(self) -> None:
@@ -146,6 +165,8 @@ class Session:
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the socket (``b""`` at EOF): process every event in them."""
         self.broker.clock.now = now
+        self.recv_oct += len(data)
+        self.recv_cnt += 1
         events = self.conn.receive_data(data, now)
         if self.blocked:
             if data:  # read before the block took effect: waits with the rest
@@ -247,6 +268,7 @@ class Session:
             if upto > start:
                 frames.append(fastpath.confirm_frame(number, upto, upto - start > 1))
             channel.nacked = later
+            channel.confirmed += upto - channel.confirmed_upto
             channel.confirmed_upto = upto
             self.write(b"".join(frames))
         self._confirm_channels.clear()
@@ -270,6 +292,7 @@ class Session:
         if channel is not None:
             self._close_channel_state(channel)
         self.conn.close_channel(number, error)
+        self.broker.on_channel_error(self, number, error)
 
     def close(self, error: AMQPError) -> None:
         """Close the whole connection with ``error``'s code and text."""
@@ -301,6 +324,7 @@ class Session:
             self.broker.session_closed(self)
 
     def _close_channel_state(self, channel: Channel) -> None:
+        self.broker.channel_closed(channel)
         self._confirm_channels.pop(channel, None)
         if channel.reply_to is not None:
             self.broker.reply_channels.pop(channel.reply_to, None)
@@ -386,6 +410,7 @@ class Session:
                 ACCESS_REFUSED,
                 f"cannot publish to internal exchange '{event.exchange}' in vhost '{vhost.name}'",
             )
+        channel.published += 1
         if channel.confirm:
             channel.publish_seq += 1
             self._confirm_channels[channel] = None
@@ -463,6 +488,8 @@ class Session:
         if not queues:
             vhost.unroutable += 1
             if mandatory:
+                vhost.returned += 1
+                channel.returned += 1
                 number = channel.number
                 self.write(
                     fastpath.return_frame(number, NO_ROUTE, "NO_ROUTE", message.exchange_rk)
@@ -527,6 +554,7 @@ class Session:
     def _method(self, number: int, method: spec.Method) -> None:
         if isinstance(method, spec.ChannelOpen):
             self.channels[number] = Channel(self, number)
+            self.broker.totals.channels_opened += 1
             self.conn.send_method(number, spec.ChannelOpenOk())
             return
         channel = self.channels.get(number)

@@ -60,6 +60,10 @@ class TimeIndex(Generic[T]):
             timer.cancelled = True
             self.live -= 1
 
+    def timers(self) -> list[Timer[T]]:
+        """The live timers, in no particular order (for inspection: browsing, stats)."""
+        return [timer for _deadline, _sequence, timer in self._heap if not timer.cancelled]
+
     def _prune(self) -> None:
         heap = self._heap
         while heap and heap[0][2].cancelled:

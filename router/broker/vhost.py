@@ -88,8 +88,12 @@ class VirtualHost:
             ("amq.match", "headers"),
         ):
             self.exchanges[xname] = EXCHANGE_TYPES[xtype](xname, name, durable=True)
+        # counters (management API): publishes, unroutable ones (returned to a mandatory
+        # publisher or dropped), and messages dead-lettered by reason
         self.published = 0
         self.unroutable = 0
+        self.returned = 0
+        self.dead_lettered: dict[str, int] = {}
 
     # --- lookups -------------------------------------------------------------------------------
 
@@ -455,6 +459,8 @@ class VirtualHost:
         if exchange is None:
             return
         routing_key = options.dead_letter_routing_key
+        counts = self.dead_lettered
+        counts[reason] = counts.get(reason, 0) + len(entries)
         time_s = int(self.clock.wall())
         for entry in entries:
             message = entry.message

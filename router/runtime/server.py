@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from router.amqp.constants import INTERNAL_ERROR
-from router.amqp.errors import ConnectionError
+from router.amqp.errors import ChannelError, ConnectionError
 from router.broker.broker import Broker
 from router.broker.session import Session
 
@@ -58,6 +58,7 @@ class AMQPServer:
         self.stopping = False
         # told of every read (bytes, now): the memory monitor samples early under heavy input
         self.on_read: Callable[[int, float], None] | None = None
+        broker.on_channel_error = _log_channel_error
 
     async def serve(
         self,
@@ -111,6 +112,7 @@ class AMQPServer:
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         peer = _peer_name(stream)
         session = Session(self.broker, now=trio.current_time(), peer=peer)
+        session.local = _local_name(stream)
         wake = _Wake()
         poke = _Wake()
         unblocked = _Wake()
@@ -233,6 +235,24 @@ class AMQPServer:
             while self._connections:
                 await self._connection_gone.wait()
                 self._connection_gone = trio.Event()
+
+
+def _log_channel_error(session: Session, number: int, error: ChannelError) -> None:
+    log.info(
+        "channel %d of connection %s (user %r) closed by the broker: %s",
+        number,
+        session.name,
+        session.conn.user,
+        error.reply_text,
+    )
+
+
+def _local_name(stream: trio.abc.Stream) -> str:
+    try:
+        host, port = stream.socket.getsockname()[:2]  # type: ignore[attr-defined]
+        return f"{host}:{port}"
+    except (AttributeError, OSError):
+        return ""
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

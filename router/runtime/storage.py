@@ -90,6 +90,20 @@ class StoreFlusher:
             return True
         return False
 
+    def figures(self) -> dict[str, float]:
+        """The store's counters for the management API and /metrics."""
+        stats = self.store.stats
+        recent = sorted(rows for rows, _seconds in stats.recent)
+        return {
+            "batches": stats.batches,
+            "rows": stats.rows,
+            "messages_written": stats.messages_written,
+            "messages_skipped": stats.messages_skipped,
+            "write_seconds": round(stats.write_seconds, 6),
+            "max_batch_rows": stats.max_batch_rows,
+            "recent_median_rows": recent[len(recent) // 2] if recent else 0,
+        }
+
     def summary(self) -> str:
         stats = self.store.stats
         mean = stats.rows / stats.batches if stats.batches else 0.0

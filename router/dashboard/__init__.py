@@ -1,0 +1,1 @@
+"""``router dashboard``: a live terminal view of a broker, read from its management API."""
