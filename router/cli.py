@@ -69,6 +69,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="keep nothing on disk: durable things are lost at exit (tests, benchmarks)",
     )
 
+    dashboard = sub.add_parser(
+        "dashboard", help="live view of a broker's routing, queues and rates (management API)"
+    )
+    from router.dashboard.app import add_arguments as add_dashboard_arguments
+
+    add_dashboard_arguments(dashboard)
     bench = sub.add_parser("bench", help="measure end-to-end throughput")
     from router.bench import add_arguments
 
@@ -104,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"router: {error}", file=sys.stderr)
             return 2
         return serve(settings, in_memory=args.in_memory)
+    if args.command == "dashboard":
+        from router.dashboard.app import run as run_dashboard
+
+        return run_dashboard(args)
     if args.command == "bench":
         from router.bench import run
 
