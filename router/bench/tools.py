@@ -184,6 +184,8 @@ class Embedded:
         command = [sys.executable, "-m", "router", "serve", "--port", str(port)]
         # info: the store's group-commit summary is logged at shutdown and reported by the bench
         command += ["--log-level", "info"]
+        # the management API on a free port: a bench must not collide with a broker on 15672
+        command += ["--management-port", "0"]
         self.data_dir: str | None = None
         if _serve_has_data_dir():
             self.data_dir = tempfile.mkdtemp(prefix="router-bench-")

@@ -112,6 +112,9 @@ class BrokerProcess:
             *data_dir_args(self.data_dir),
             "--log-level",
             self.log_level,
+            # any free port: test brokers run side by side (and next to a `make run` broker)
+            "--management-port",
+            "0",
         ]
 
     @property
