@@ -134,10 +134,12 @@ def test_a_fast_publisher_is_blocked_at_the_watermark_and_resumes_when_consumers
         assert not errors, errors
         assert received == list(range(MESSAGES))
         # blocked and unblocked alternate (the publisher may hit the watermark again while the
-        # consumer drains), starting blocked and ending unblocked
-        assert events[0::2] == ["blocked: low on memory"] * (len(events) // 2)
-        assert events[1::2] == ["unblocked"] * (len(events) // 2)
-        assert len(events) >= 2 and len(events) % 2 == 0
+        # consumer drains), starting blocked. Every message arrived, so the last block was lifted
+        # too; but when it came during pika's close(), pika drops the unblocked callback, so the
+        # list may end with "blocked".
+        assert events[0::2] == ["blocked: low on memory"] * len(events[0::2])
+        assert events[1::2] == ["unblocked"] * len(events[1::2])
+        assert len(events) >= 2
         assert peak < watermark + HEADROOM, (peak / MiB, watermark / MiB)
         log = broker.log_path.read_text()
         assert "memory alarm: resident memory" in log
