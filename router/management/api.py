@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import re
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from urllib.parse import quote, unquote
 from router import __version__
 from router.amqp.errors import AMQPError
 from router.amqp.properties import decode_properties, scan_full
+from router.broker.arguments import validate_exchange_arguments, validate_queue_arguments
 from router.broker.exchanges import EXCHANGE_TYPES
 from router.broker.exchanges.base import Binding, Exchange
 from router.broker.message import Message
@@ -203,6 +205,9 @@ class ManagementAPI:
                     return Response(405, (("allow", ", ".join(sorted(allowed))),))
                 raise not_found()
             self._authenticate(request)
+            # the model reads its clock: an idle broker's may be old (TTL, x-delay, ages)
+            clock = self.broker.clock
+            clock.now = max(clock.now, now)
             self.resample(now)
             return handler(request, now, *params)
         except _Unauthorized:
@@ -257,7 +262,14 @@ class ManagementAPI:
         deadlines = [m.next_step for m in self.moves.values() if m.running]
         return min(deadlines) if deadlines else None
 
+    def fail_moves(self, reason: str) -> None:
+        for move in self.moves.values():
+            if move.running:
+                move.fail(reason)
+
     def tick(self, now: float) -> None:
+        clock = self.broker.clock
+        clock.now = max(clock.now, now)
         for move in list(self.moves.values()):
             if move.running and move.next_step <= now:
                 move.step(now)
@@ -395,6 +407,7 @@ class ManagementAPI:
     def _listing(self, request: Request, items: list[dict[str, Any]]) -> Response:
         """A list answer with RabbitMQ's filtering, sorting, paging and columns."""
         query = request.query
+        total_count = len(items)
         name = query.get("name")
         if name:
             if query.get("use_regex") == "true":
@@ -405,7 +418,7 @@ class ManagementAPI:
                 items = [item for item in items if pattern.search(str(item.get("name", "")))]
             else:
                 items = [item for item in items if name in str(item.get("name", ""))]
-        sort = query.get("sort")
+        sort = query.get("sort") or "name"  # RabbitMQ lists by name unless told otherwise
         if sort:
             items.sort(
                 key=lambda item: _sort_key(_dig(item, sort)),
@@ -444,7 +457,7 @@ class ManagementAPI:
                     "page": page_no,
                     "page_count": page_count,
                     "page_size": page_size,
-                    "total_count": total,
+                    "total_count": total_count,
                 }
             )
         if columns:
@@ -645,10 +658,15 @@ class ManagementAPI:
     def put_user(self, request: Request, now: float, name: str) -> Response:
         body = self._body(request)
         existed = name in self.broker.users
-        if "password" in body:
-            self.broker.set_user(name, str(body["password"]))
-        elif "password_hash" in body:
-            self.broker.set_user(name, password_hash=str(body["password_hash"]))
+        password, password_hash = body.get("password"), body.get("password_hash")
+        if password is not None and not isinstance(password, str):
+            raise bad_request("password must be a string")
+        if password_hash is not None and not isinstance(password_hash, str):
+            raise bad_request("password_hash must be a string (RabbitMQ's salted SHA-256, base64)")
+        if password is not None:
+            self.broker.set_user(name, password)
+        elif password_hash is not None:
+            self.broker.set_user(name, password_hash=password_hash)
         elif not existed:
             raise bad_request("a new user needs a password or a password_hash")
         return Response(204 if existed else 201)
@@ -733,15 +751,14 @@ class ManagementAPI:
         vhost = self._vhost(vhost_name)
         name = exchange_name(name)
         body = self._body(request)
-        self._require(body, "type")
         if name == "" or name.startswith("amq."):
             raise HTTPError(401, "not_authorised", "Access refused.")
         existed = name in vhost.exchanges
         try:
             vhost.declare_exchange(
                 name,
-                str(body["type"]),
-                durable=flag(body, "durable", True),
+                str(body.get("type", "direct")),  # RabbitMQ's default
+                durable=flag(body, "durable", False),
                 auto_delete=flag(body, "auto_delete", False),
                 internal=flag(body, "internal", False),
                 arguments=views.arguments_from_json(body.get("arguments")),
@@ -815,7 +832,10 @@ class ManagementAPI:
             properties = views.properties_from_json(body["properties"])
         except ValueError as error:
             raise bad_request(str(error)) from None
-        raw = properties.encode()
+        try:
+            raw = properties.encode()
+        except (ValueError, OverflowError, struct.error, AMQPError) as error:
+            raise bad_request(f"properties cannot be encoded: {error}") from None
         delivery_mode, priority, expiration, headers = scan_full(raw)
         due_at = None
         if exchange.TYPE == "x-delayed-message" and headers is not None:
@@ -823,17 +843,22 @@ class ManagementAPI:
             if isinstance(delay, int) and not isinstance(delay, bool) and delay > 0:
                 due_at = self.broker.clock.now + delay / 1000
         routing_key = str(body["routing_key"])
-        message = Message(
-            name,
-            routing_key,
-            raw,
-            data,
-            delivery_mode,
-            priority,
-            expiration,
-            headers=headers,
-            due_at=due_at,
-        )
+        if len(routing_key.encode("utf-8")) > 255:
+            raise bad_request("routing_key is longer than 255 bytes")
+        try:
+            message = Message(
+                name,
+                routing_key,
+                raw,
+                data,
+                delivery_mode,
+                priority,
+                expiration,
+                headers=headers,
+                due_at=due_at,
+            )
+        except AMQPError as error:  # as RabbitMQ words it: "406 PRECONDITION_FAILED - ..."
+            raise bad_request(f"{error.reply_code} {error.reply_text}") from None
         queues = vhost.route(exchange, message)
         vhost.published += 1
         if not queues:
@@ -879,7 +904,7 @@ class ManagementAPI:
             vhost.declare_queue(
                 name,
                 owner=None,
-                durable=flag(body, "durable", True),
+                durable=flag(body, "durable", False),
                 auto_delete=flag(body, "auto_delete", False),
                 arguments=views.arguments_from_json(body.get("arguments")),
             )
@@ -1019,10 +1044,15 @@ class ManagementAPI:
         if destination is source:
             raise bad_request("the destination is the source queue; name another queue")
         rate = body.get("rate")
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0
+        ):
+            raise bad_request("rate must be a positive number of messages a second (or left out)")
         count = body.get("count")
-        for key, value in (("rate", rate), ("count", count)):
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise bad_request(f"{key} must be a positive number (or left out for no limit)")
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count <= 0
+        ):
+            raise bad_request("count must be a positive integer (or left out to move them all)")
         self._move_ids += 1
         move = Move(self._move_ids, source, destination, rate=rate, count=count, now=now)
         self.moves[move.id] = move
@@ -1274,19 +1304,7 @@ class ManagementAPI:
                 "policies are not supported yet: use queue arguments (x-message-ttl, "
                 "x-dead-letter-exchange, ...) instead"
             )
-        known_vhosts = set(broker.vhosts) | {str(v.get("name")) for v in body.get("vhosts", [])}
-        for section in ("exchanges", "queues", "bindings"):
-            for item in body.get(section, []):
-                if where(item) not in known_vhosts:
-                    problems.append(
-                        f"{section[:-1]} {item.get('name', '')!r}: no vhost {where(item)!r}"
-                    )
-        for item in body.get("exchanges", []):
-            if item.get("type") not in EXCHANGE_TYPES:
-                problems.append(
-                    f"exchange {item.get('name')!r}: unknown type {item.get('type')!r} "
-                    f"(known: {', '.join(EXCHANGE_TYPES)})"
-                )
+        problems.extend(self._check_definitions(body, vhost_name))
         if problems:
             raise bad_request("; ".join(problems))
         try:
@@ -1332,6 +1350,121 @@ class ManagementAPI:
             raise bad_request(error.text) from None
         return Response(204)
 
+    def _check_definitions(self, body: dict[str, Any], vhost_name: str | None) -> list[str]:
+        """Everything that would make an import fail part way, found before anything is
+        applied: unknown vhosts and types, bad arguments, objects that exist with other
+        settings, bindings between things that will not exist."""
+        broker = self.broker
+        problems: list[str] = []
+
+        def where(item: dict[str, Any]) -> str:
+            return vhost_name if vhost_name is not None else str(item.get("vhost", "/"))
+
+        new_vhosts = {str(v.get("name")) for v in body.get("vhosts", [])}
+        exchanges: dict[tuple[str, str], None] = {}
+        queues: dict[tuple[str, str], None] = {}
+        for kind in ("exchanges", "queues", "bindings"):
+            for item in body.get(kind, []):
+                if where(item) not in broker.vhosts and where(item) not in new_vhosts:
+                    problems.append(
+                        f"{kind[:-1]} {item.get('name', item.get('source', ''))!r}: no vhost "
+                        f"{where(item)!r}; declare it under 'vhosts'"
+                    )
+        for item in body.get("exchanges", []):
+            name, vhost = str(item.get("name", "")), where(item)
+            exchanges[(vhost, name)] = None
+            try:
+                arguments = views.arguments_from_json(item.get("arguments"))
+                durable = bool(item.get("durable", True))
+                existing = (
+                    broker.vhosts[vhost].exchanges.get(name) if vhost in broker.vhosts else None
+                )
+                if existing is not None:  # equivalent or not: declaring it changes nothing
+                    broker.vhosts[vhost].declare_exchange(
+                        name,
+                        str(item.get("type")),
+                        durable=durable,
+                        auto_delete=bool(item.get("auto_delete", False)),
+                        internal=bool(item.get("internal", False)),
+                        arguments=arguments,
+                    )
+                    continue
+                if item.get("type") not in EXCHANGE_TYPES:
+                    raise bad_request(
+                        f"unknown type {item.get('type')!r} (known: {', '.join(EXCHANGE_TYPES)})"
+                    )
+                if not name or name.startswith("amq."):
+                    raise bad_request("the names '' and amq.* are reserved")
+                validate_exchange_arguments(arguments, name, vhost)
+            except (ValueError, AMQPError, HTTPError) as error:
+                text = (
+                    error.reason
+                    if isinstance(error, HTTPError)
+                    else getattr(error, "text", str(error))
+                )
+                problems.append(f"exchange {name!r} in vhost {vhost!r}: {text}")
+        for item in body.get("queues", []):
+            name, vhost = str(item.get("name", "")), where(item)
+            queues[(vhost, name)] = None
+            try:
+                arguments = views.arguments_from_json(item.get("arguments"))
+                existing_vhost = broker.vhosts.get(vhost)
+                if existing_vhost is not None and name in existing_vhost.queues:
+                    existing_vhost.declare_queue(
+                        name,
+                        owner=existing_vhost.queues[name].exclusive_owner,
+                        durable=bool(item.get("durable", True)),
+                        auto_delete=bool(item.get("auto_delete", False)),
+                        arguments=arguments,
+                    )
+                    continue
+                if not name or name.startswith("amq."):
+                    raise bad_request("queue names starting with amq. are reserved")
+                validate_queue_arguments(arguments, name, vhost)
+            except (ValueError, AMQPError, HTTPError) as error:
+                text = (
+                    error.reason
+                    if isinstance(error, HTTPError)
+                    else getattr(error, "text", str(error))
+                )
+                problems.append(f"queue {name!r} in vhost {vhost!r}: {text}")
+        for item in body.get("bindings", []):
+            vhost = where(item)
+            source, destination = str(item.get("source", "")), str(item.get("destination", ""))
+            known = broker.vhosts.get(vhost)
+            if not source:
+                problems.append(
+                    f"binding to {destination!r}: the default exchange takes no bindings"
+                )
+                continue
+            if (vhost, source) not in exchanges and (
+                known is None or source not in known.exchanges
+            ):
+                problems.append(
+                    f"binding {source!r} -> {destination!r} in vhost {vhost!r}: no exchange "
+                    f"{source!r}; declare it under 'exchanges'"
+                )
+            if item.get("destination_type") == "exchange":
+                if (vhost, destination) not in exchanges and (
+                    known is None or destination not in known.exchanges
+                ):
+                    problems.append(
+                        f"binding {source!r} -> {destination!r} in vhost {vhost!r}: no exchange "
+                        f"{destination!r}; declare it under 'exchanges'"
+                    )
+            elif (vhost, destination) not in queues and (
+                known is None or destination not in known.queues
+            ):
+                problems.append(
+                    f"binding {source!r} -> {destination!r} in vhost {vhost!r}: no queue "
+                    f"{destination!r}; declare it under 'queues'"
+                )
+            try:
+                views.arguments_from_json(item.get("arguments"))
+            except ValueError as error:
+                problems.append(f"binding {source!r} -> {destination!r}: {error}")
+        return problems
+
     def policies(self, request: Request, now: float, vhost_name: str | None = None) -> Response:
         self._vhosts(vhost_name)
         return Response.json([])
@@ -1363,7 +1496,9 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 
 
 def _columns(item: dict[str, Any], columns: str) -> dict[str, Any]:
-    """Keep only the named columns; "a.b" keeps a nested field, as RabbitMQ's columns= does."""
+    """Keep only the named columns. "message_stats.publish" keeps one nested field; other
+    objects (arguments, queue_totals, object_totals...) are kept whole, as RabbitMQ's
+    columns= does for its map-valued fields."""
     result: dict[str, Any] = {}
     for column in columns.split(","):
         parts = column.strip().split(".")
@@ -1372,9 +1507,11 @@ def _columns(item: dict[str, Any], columns: str) -> dict[str, Any]:
         for index, part in enumerate(parts):
             if not isinstance(source, dict) or part not in source:
                 break
-            if index == len(parts) - 1 or not isinstance(source[part], dict):
-                target[part] = source[part]
+            value = source[part]
+            descend = part == "message_stats" or part.endswith("_details")
+            if index == len(parts) - 1 or not isinstance(value, dict) or not descend:
+                target[part] = value
                 break
-            source = source[part]
+            source = value
             target = target.setdefault(part, {})
     return result

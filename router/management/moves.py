@@ -64,7 +64,7 @@ class Move:
             self._credit -= allowance
         self._last = now
         if self.count is not None:
-            allowance = min(allowance, self.count - self.moved)
+            allowance = min(allowance, int(self.count) - self.moved)
         source, destination = self.source, self.destination
         for _ in range(allowance):
             entry = source.get(no_ack=False)
@@ -85,6 +85,9 @@ class Move:
             self._finish("done", f"moved the {self.count} messages asked for")
         source.dispatch()
         self.next_step = now + (STEP if self.rate is not None else 0.0)
+
+    def fail(self, reason: str) -> None:
+        self._finish("failed", reason)
 
     def _finish(self, state: str, reason: str) -> None:
         self.state = state

@@ -128,10 +128,13 @@ def render(
     )
 
     # --- queues
-    def per_queue(value: Any) -> list[Sample]:
+    def per_queue(value: Any, retired: str | None = None) -> list[Sample]:
         if per_object:
             return [({"vhost": q.vhost, "queue": q.name}, value(q)) for q in queues]
-        return [({}, sum(value(q) for q in queues))]
+        total = sum(value(q) for q in queues)
+        if retired is not None:  # a counter: what deleted queues counted stays in it
+            total += totals.queue[retired]
+        return [({}, total)]
 
     out.metric(
         "rabbitmq_queue_messages_ready",
@@ -167,7 +170,7 @@ def render(
         "rabbitmq_queue_messages_published_total",
         "counter",
         "Total number of messages published to queues",
-        per_queue(lambda q: q.stats.published),
+        per_queue(lambda q: q.stats.published, "publish"),
     )
 
     # --- channels (aggregated: live channels plus what closed ones counted)

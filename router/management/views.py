@@ -85,6 +85,7 @@ def properties_json(properties: BasicProperties) -> dict[str, Any] | list[Any]:
 
 
 PROPERTY_NAMES = frozenset(BasicProperties.__dataclass_fields__)
+_INTEGER_PROPERTIES = {"delivery_mode": (0, 255), "priority": (0, 255), "timestamp": (0, 2**63 - 1)}
 
 
 def properties_from_json(value: Any) -> BasicProperties:
@@ -99,12 +100,18 @@ def properties_from_json(value: Any) -> BasicProperties:
     for name, item in value.items():
         if name == "headers":
             fields[name] = arguments_from_json(item)
-        elif name in ("delivery_mode", "priority", "timestamp"):
-            if not isinstance(item, int) or isinstance(item, bool):
-                raise ValueError(f"property {name} must be an integer")
+        elif name in _INTEGER_PROPERTIES:
+            if isinstance(item, str) and item.isdigit():
+                item = int(item)
+            low, high = _INTEGER_PROPERTIES[name]
+            if not isinstance(item, int) or isinstance(item, bool) or not low <= item <= high:
+                raise ValueError(f"property {name} must be an integer from {low} to {high}")
             fields[name] = item
         else:
-            fields[name] = str(item)
+            text = str(item)
+            if len(text.encode("utf-8")) > 255:
+                raise ValueError(f"property {name} is longer than 255 bytes")
+            fields[name] = text
     return BasicProperties(**fields)
 
 
@@ -324,7 +331,7 @@ def consumer_json(consumer: Consumer) -> dict[str, Any]:
     session = channel.session
     host, port = peer(session)
     queue = consumer.queue
-    active = queue.active_consumer()
+    active = queue.active_consumer
     is_active = active is None or active is consumer
     return {
         "consumer_tag": consumer.tag,

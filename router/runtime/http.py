@@ -62,7 +62,11 @@ class ManagementServer:
                 for line in self._watch.bursts(api.broker):
                     log.info("%s", line)
                 next_watch = now + DEAD_LETTER_LOG_INTERVAL
-            api.tick(now)
+            try:
+                api.tick(now)
+            except Exception:  # a bug in one move must not stop the broker: that move fails
+                log.exception("internal error while moving messages; the move is stopped")
+                api.fail_moves("internal error, see the broker log")
             deadline = min(next_sample, next_watch, api.next_deadline() or math.inf)
             with trio.move_on_at(deadline):
                 await self._wake.wait()
