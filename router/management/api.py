@@ -725,7 +725,7 @@ class ManagementAPI:
         raise not_found()
 
     def consumers(self, request: Request, now: float, vhost_name: str | None = None) -> Response:
-        result = []
+        result: list[dict[str, Any]] = []
         for vhost in self._vhosts(vhost_name):
             for queue in vhost.queues.values():
                 result.extend(views.consumer_json(c) for c in queue.consumers())

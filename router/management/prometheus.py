@@ -331,7 +331,7 @@ def render(
         "Total number of messages acknowledged by consumers",
         [(amqp_classic, acked)],
     )
-    dead = {}
+    dead: dict[str, int] = {}
     for vhost in broker.vhosts.values():
         for reason, count in vhost.dead_lettered.items():
             dead[reason] = dead.get(reason, 0) + count
