@@ -118,9 +118,13 @@ class Channel:
         self.published = 0
         self.confirmed = 0
         self.returned = 0
-        self.delivered = 0
         self.redelivered = 0
         self.acked = 0
+
+    @property
+    def delivered(self) -> int:
+        """Deliveries and basic.get-oks: one delivery tag each, so no counter is needed."""
+        return self.next_tag - 1
 
     def counters(self) -> tuple[int, ...]:
         """The counters in ``stats.CHANNEL_FIELDS`` order."""
@@ -142,7 +146,6 @@ class Channel:
         session = self.session
         number = self.number
         entry.delivery_tag = tag
-        self.delivered += 1
         if entry.redelivered:
             self.redelivered += 1
         header_payload = message.header_payload
@@ -170,7 +173,6 @@ class Channel:
         ack (RabbitMQ's direct reply-to)."""
         tag = self.next_tag
         self.next_tag = tag + 1
-        self.delivered += 1
         session = self.session
         session.write(
             fastpath.deliver_message(
@@ -196,7 +198,6 @@ class Channel:
         tag = self.next_tag
         self.next_tag = tag + 1
         entry.delivery_tag = tag
-        self.delivered += 1
         if entry.redelivered:
             self.redelivered += 1
         message = entry.message

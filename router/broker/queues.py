@@ -22,6 +22,7 @@ get messages only when every higher consumer is full (RabbitMQ's consumer priori
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections import deque
 from collections.abc import Iterable
@@ -231,6 +232,7 @@ class Queue:
         self.stats = QueueStats()
         # (seq, time) marks at most a second apart, for the age of the oldest ready message
         self._marks: deque[tuple[int, float]] = deque()
+        self._next_mark = -math.inf
         self._idle_timer: Timer[tuple[int, QueuedMessage | None]] | None = None
         if self.options.expires is not None:
             self._idle_timer = self._add_timer(
@@ -418,11 +420,18 @@ class Queue:
         self.ready_bytes += entry.message.size
         if entry.expires_at is not None:
             entry.timer = self._add_timer(entry.expires_at, _EXPIRE, entry)
+        now = self.clock.now
+        if now >= self._next_mark:  # at most one (seq, time) mark a second, for the age
+            self._mark(entry.seq, now)
+
+    def _mark(self, seq: int, now: float) -> None:
         marks = self._marks
-        if not marks or (self.clock.now - marks[-1][1] >= 1.0 and entry.seq > marks[-1][0]):
-            if len(marks) >= _MARKS_MAX:
-                self._marks = marks = deque(list(marks)[::2])  # coarser, never unbounded
-            marks.append((entry.seq, self.clock.now))
+        if marks and seq <= marks[-1][0]:
+            return  # a requeued message: its position is already covered
+        if len(marks) >= _MARKS_MAX:
+            self._marks = marks = deque(list(marks)[::2])  # coarser, never unbounded
+        marks.append((seq, now))
+        self._next_mark = now + 1.0
 
     def waiting_messages(self) -> list[tuple[float, QueuedMessage]]:
         """Scheduled and backed-off messages, each with the time it becomes visible (or
