@@ -189,18 +189,7 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
             settings.memory_high_watermark,
         )
     flusher = StoreFlusher(broker, store) if store is not None else None
-    api = ManagementAPI(
-        broker,
-        store_stats=flusher.figures if flusher is not None else None,
-        listeners=[
-            {
-                "node": "router@localhost",
-                "protocol": "amqp",
-                "ip_address": settings.host,
-                "port": settings.port,
-            },
-        ],
-    )
+    api = ManagementAPI(broker, store_stats=flusher.figures if flusher is not None else None)
 
     async def run() -> None:
         clock.now = trio.current_time()
@@ -223,21 +212,14 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
                 nursery.start_soon(monitor.run)
             try:
                 port = await nursery.start(server.serve, settings.host, settings.port)
-                api.listeners[0]["port"] = port
+                api.add_listener("amqp", settings.host, port)
                 if settings.management:
                     http_port = await nursery.start(
                         ManagementServer(api).serve,
                         settings.management_host,
                         settings.management_port,
                     )
-                    api.listeners.append(
-                        {
-                            "node": "router@localhost",
-                            "protocol": "http",
-                            "ip_address": settings.management_host,
-                            "port": http_port,
-                        }
-                    )
+                    api.add_listener("http", settings.management_host, http_port)
                 if settings.prometheus_port is not None:
                     await nursery.start(
                         ManagementServer(api, metrics_only=True).serve,

@@ -12,12 +12,15 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pika
+import pika.exceptions
 import pytest
 import trio
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from router.broker.broker import Broker, BrokerConfig
 from router.broker.ports import Clock
@@ -178,3 +181,60 @@ def reference_url() -> str:
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> str:
     return reference_url()
+
+
+# --- management API tests (tests/management): a router with its HTTP API, pika connections ---
+
+DEADLINE = 10.0  # seconds a polling loop waits for the broker to act
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, "the broker did not act in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def running() -> Iterator[RunningServer]:
+    server = start_router(management=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def connect(running: RunningServer) -> Iterator[Callable[..., BlockingConnection]]:
+    opened: list[BlockingConnection] = []
+
+    def open_connection(connection_name: str | None = None) -> BlockingConnection:
+        params = pika.URLParameters(running.url)
+        params.connection_attempts = 1
+        params.socket_timeout = 5
+        if connection_name is not None:
+            params.client_properties = {"connection_name": connection_name}
+        connection = pika.BlockingConnection(params)
+        opened.append(connection)
+        return connection
+
+    yield open_connection
+    for connection in opened:
+        if connection.is_open:
+            try:
+                connection.close()
+            except pika.exceptions.AMQPError:
+                pass  # the broker closed it first (a test deleted the connection)
+
+
+@pytest.fixture
+def amqp(connect: Callable[..., BlockingConnection]) -> BlockingConnection:
+    return connect()
+
+
+@pytest.fixture
+def channel(amqp: BlockingConnection) -> BlockingChannel:
+    """A confirm channel: a publish returns once the broker has the message."""
+    ch = amqp.channel()
+    ch.confirm_delivery()
+    return ch

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from router import __version__
+from router.amqp.constants import CONNECTION_FORCED
 from router.amqp.errors import AMQPError
+from router.amqp.errors import ConnectionError as AMQPConnectionError
 from router.amqp.properties import decode_properties, scan_full
 from router.broker.arguments import validate_exchange_arguments, validate_queue_arguments
 from router.broker.exchanges import EXCHANGE_TYPES
@@ -165,13 +167,12 @@ class ManagementAPI:
         *,
         rates: Rates | None = None,
         store_stats: Callable[[], dict[str, Any]] | None = None,
-        listeners: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.broker = broker
         self.rates = rates if rates is not None else Rates()
         # the store's figures (fsync batches and their sizes), when there is a store
         self.store_stats = store_stats or (lambda: {})
-        self.listeners = list(listeners)
+        self.listeners: list[dict[str, Any]] = []  # add_listener
         self.moves: dict[int, Move] = {}
         self._move_ids = 0
         self._sampled_at: float | None = None
@@ -205,9 +206,7 @@ class ManagementAPI:
                     return Response(405, (("allow", ", ".join(sorted(allowed))),))
                 raise not_found()
             self._authenticate(request)
-            # the model reads its clock: an idle broker's may be old (TTL, x-delay, ages)
-            clock = self.broker.clock
-            clock.now = max(clock.now, now)
+            self._advance(now)
             self.resample(now)
             return handler(request, now, *params)
         except _Unauthorized:
@@ -243,9 +242,7 @@ class ManagementAPI:
         try:
             user, _, password = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise HTTPError(
-                401, "not_authorized", "Login failed", (("www-authenticate", REALM),)
-            ) from None
+            user, password = "", ""
         if not self.broker.authenticate(user, password):
             raise HTTPError(401, "not_authorized", "Login failed", (("www-authenticate", REALM),))
         return user
@@ -255,6 +252,12 @@ class ManagementAPI:
         if force or self._sampled_at is None or now - self._sampled_at >= MIN_SAMPLE_INTERVAL:
             sampling.sample(self.broker, self.rates, now)
             self._sampled_at = now
+
+    def add_listener(self, protocol: str, host: str, port: int) -> None:
+        """A port the broker listens on, for /api/overview's ``listeners``."""
+        self.listeners.append(
+            {"node": views.NODE, "protocol": protocol, "ip_address": host, "port": port}
+        )
 
     # --- moves (DLQ redrive) -------------------------------------------------------------------
 
@@ -267,9 +270,14 @@ class ManagementAPI:
             if move.running:
                 move.fail(reason)
 
-    def tick(self, now: float) -> None:
+    def _advance(self, now: float) -> None:
+        """The model reads its clock, which an idle broker's AMQP side has not moved lately
+        (TTL, x-delay, ages): bring it to ``now`` before acting, as Session.receive_data does."""
         clock = self.broker.clock
         clock.now = max(clock.now, now)
+
+    def tick(self, now: float) -> None:
+        self._advance(now)
         for move in list(self.moves.values()):
             if move.running and move.next_step <= now:
                 move.step(now)
@@ -698,9 +706,6 @@ class ManagementAPI:
         return self._one(request, views.connection_json(self._session(name), self.rates))
 
     def delete_connection(self, request: Request, now: float, name: str) -> Response:
-        from router.amqp.constants import CONNECTION_FORCED
-        from router.amqp.errors import ConnectionError as AMQPConnectionError
-
         session = self._session(name)
         reason = request.headers.get("x-reason", "Closed via management plugin")
         session.close(AMQPConnectionError(CONNECTION_FORCED, reason))
@@ -755,16 +760,7 @@ class ManagementAPI:
             raise HTTPError(401, "not_authorised", "Access refused.")
         existed = name in vhost.exchanges
         try:
-            vhost.declare_exchange(
-                name,
-                str(body.get("type", "direct")),  # RabbitMQ's default
-                durable=flag(body, "durable", False),
-                auto_delete=flag(body, "auto_delete", False),
-                internal=flag(body, "internal", False),
-                arguments=views.arguments_from_json(body.get("arguments")),
-            )
-        except ValueError as error:
-            raise bad_request(str(error)) from None
+            _declare_exchange(vhost, name, body, durable=False)  # RabbitMQ's PUT default
         except AMQPError as error:
             raise self._amqp(error) from None
         return Response(204 if existed else 201)
@@ -901,15 +897,7 @@ class ManagementAPI:
         body = self._body(request)
         existed = name in vhost.queues
         try:
-            vhost.declare_queue(
-                name,
-                owner=None,
-                durable=flag(body, "durable", False),
-                auto_delete=flag(body, "auto_delete", False),
-                arguments=views.arguments_from_json(body.get("arguments")),
-            )
-        except ValueError as error:
-            raise bad_request(str(error)) from None
+            _declare_queue(vhost, name, body, durable=False)  # RabbitMQ's PUT default
         except AMQPError as error:
             raise self._amqp(error) from None
         return Response(204 if existed else 201)
@@ -1289,10 +1277,6 @@ class ManagementAPI:
         body = self._body(request)
         broker = self.broker
         problems: list[str] = []
-
-        def where(item: dict[str, Any]) -> str:
-            return vhost_name if vhost_name is not None else str(item.get("vhost", "/"))
-
         for section in ("vhosts", "users", "exchanges", "queues", "bindings", "policies"):
             value = body.get(section, [])
             if not isinstance(value, list) or not all(isinstance(i, dict) for i in value):
@@ -1316,24 +1300,13 @@ class ManagementAPI:
                 elif "password" in item:
                     broker.set_user(str(item["name"]), str(item["password"]))
             for item in body.get("exchanges", []):
-                broker.vhosts[where(item)].declare_exchange(
-                    str(item["name"]),
-                    str(item["type"]),
-                    durable=bool(item.get("durable", True)),
-                    auto_delete=bool(item.get("auto_delete", False)),
-                    internal=bool(item.get("internal", False)),
-                    arguments=views.arguments_from_json(item.get("arguments")),
-                )
+                vhost = broker.vhosts[_item_vhost(item, vhost_name)]
+                _declare_exchange(vhost, str(item["name"]), item, durable=True)
             for item in body.get("queues", []):
-                broker.vhosts[where(item)].declare_queue(
-                    str(item["name"]),
-                    owner=None,
-                    durable=bool(item.get("durable", True)),
-                    auto_delete=bool(item.get("auto_delete", False)),
-                    arguments=views.arguments_from_json(item.get("arguments")),
-                )
+                vhost = broker.vhosts[_item_vhost(item, vhost_name)]
+                _declare_queue(vhost, str(item["name"]), item, durable=True)
             for item in body.get("bindings", []):
-                vhost = broker.vhosts[where(item)]
+                vhost = broker.vhosts[_item_vhost(item, vhost_name)]
                 arguments = views.arguments_from_json(item.get("arguments"))
                 key = str(item.get("routing_key", ""))
                 if item.get("destination_type") == "exchange":
@@ -1346,8 +1319,8 @@ class ManagementAPI:
                     )
         except (KeyError, ValueError) as error:
             raise bad_request(f"definitions: {error}") from None
-        except AMQPError as error:
-            raise bad_request(error.text) from None
+        except (AMQPError, HTTPError) as error:
+            raise bad_request(_reason(error)) from None
         return Response(204)
 
     def _check_definitions(self, body: dict[str, Any], vhost_name: str | None) -> list[str]:
@@ -1358,11 +1331,11 @@ class ManagementAPI:
         problems: list[str] = []
 
         def where(item: dict[str, Any]) -> str:
-            return vhost_name if vhost_name is not None else str(item.get("vhost", "/"))
+            return _item_vhost(item, vhost_name)
 
         new_vhosts = {str(v.get("name")) for v in body.get("vhosts", [])}
-        exchanges: dict[tuple[str, str], None] = {}
-        queues: dict[tuple[str, str], None] = {}
+        exchanges: set[tuple[str, str]] = set()  # what the document declares
+        queues: set[tuple[str, str]] = set()
         for kind in ("exchanges", "queues", "bindings"):
             for item in body.get(kind, []):
                 if where(item) not in broker.vhosts and where(item) not in new_vhosts:
@@ -1372,22 +1345,12 @@ class ManagementAPI:
                     )
         for item in body.get("exchanges", []):
             name, vhost = str(item.get("name", "")), where(item)
-            exchanges[(vhost, name)] = None
+            exchanges.add((vhost, name))
             try:
-                arguments = views.arguments_from_json(item.get("arguments"))
-                durable = bool(item.get("durable", True))
-                existing = (
-                    broker.vhosts[vhost].exchanges.get(name) if vhost in broker.vhosts else None
-                )
-                if existing is not None:  # equivalent or not: declaring it changes nothing
-                    broker.vhosts[vhost].declare_exchange(
-                        name,
-                        str(item.get("type")),
-                        durable=durable,
-                        auto_delete=bool(item.get("auto_delete", False)),
-                        internal=bool(item.get("internal", False)),
-                        arguments=arguments,
-                    )
+                existing = broker.vhosts.get(vhost)
+                if existing is not None and name in existing.exchanges:
+                    # equivalent or not, declaring an existing exchange changes nothing
+                    _declare_exchange(existing, name, item, durable=True)
                     continue
                 if item.get("type") not in EXCHANGE_TYPES:
                     raise bad_request(
@@ -1395,39 +1358,27 @@ class ManagementAPI:
                     )
                 if not name or name.startswith("amq."):
                     raise bad_request("the names '' and amq.* are reserved")
-                validate_exchange_arguments(arguments, name, vhost)
-            except (ValueError, AMQPError, HTTPError) as error:
-                text = (
-                    error.reason
-                    if isinstance(error, HTTPError)
-                    else getattr(error, "text", str(error))
+                validate_exchange_arguments(
+                    views.arguments_from_json(item.get("arguments")), name, vhost
                 )
-                problems.append(f"exchange {name!r} in vhost {vhost!r}: {text}")
+            except (ValueError, AMQPError, HTTPError) as error:
+                problems.append(f"exchange {name!r} in vhost {vhost!r}: {_reason(error)}")
         for item in body.get("queues", []):
             name, vhost = str(item.get("name", "")), where(item)
-            queues[(vhost, name)] = None
+            queues.add((vhost, name))
             try:
-                arguments = views.arguments_from_json(item.get("arguments"))
-                existing_vhost = broker.vhosts.get(vhost)
-                if existing_vhost is not None and name in existing_vhost.queues:
-                    existing_vhost.declare_queue(
-                        name,
-                        owner=existing_vhost.queues[name].exclusive_owner,
-                        durable=bool(item.get("durable", True)),
-                        auto_delete=bool(item.get("auto_delete", False)),
-                        arguments=arguments,
-                    )
+                existing = broker.vhosts.get(vhost)
+                if existing is not None and name in existing.queues:
+                    owner = existing.queues[name].exclusive_owner
+                    _declare_queue(existing, name, item, durable=True, owner=owner)
                     continue
                 if not name or name.startswith("amq."):
                     raise bad_request("queue names starting with amq. are reserved")
-                validate_queue_arguments(arguments, name, vhost)
-            except (ValueError, AMQPError, HTTPError) as error:
-                text = (
-                    error.reason
-                    if isinstance(error, HTTPError)
-                    else getattr(error, "text", str(error))
+                validate_queue_arguments(
+                    views.arguments_from_json(item.get("arguments")), name, vhost
                 )
-                problems.append(f"queue {name!r} in vhost {vhost!r}: {text}")
+            except (ValueError, AMQPError, HTTPError) as error:
+                problems.append(f"queue {name!r} in vhost {vhost!r}: {_reason(error)}")
         for item in body.get("bindings", []):
             vhost = where(item)
             source, destination = str(item.get("source", "")), str(item.get("destination", ""))
@@ -1468,6 +1419,60 @@ class ManagementAPI:
     def policies(self, request: Request, now: float, vhost_name: str | None = None) -> Response:
         self._vhosts(vhost_name)
         return Response.json([])
+
+
+def _item_vhost(item: dict[str, Any], vhost_name: str | None) -> str:
+    """The vhost of a definitions item: the one in the path, else the item's own ("/")."""
+    return vhost_name if vhost_name is not None else str(item.get("vhost", "/"))
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, HTTPError):
+        return error.reason
+    if isinstance(error, AMQPError):
+        return error.text
+    return str(error)
+
+
+def _declare_exchange(
+    vhost: VirtualHost, name: str, fields: dict[str, Any], *, durable: bool
+) -> None:
+    """exchange.declare from a PUT body or a definitions item (``durable``: its default).
+    Raises HTTPError 400 for a malformed field, AMQPError as the declare does."""
+    try:
+        arguments = views.arguments_from_json(fields.get("arguments"))
+    except ValueError as error:
+        raise bad_request(str(error)) from None
+    vhost.declare_exchange(
+        name,
+        str(fields.get("type", "direct")),  # RabbitMQ's default type
+        durable=flag(fields, "durable", durable),
+        auto_delete=flag(fields, "auto_delete", False),
+        internal=flag(fields, "internal", False),
+        arguments=arguments,
+    )
+
+
+def _declare_queue(
+    vhost: VirtualHost,
+    name: str,
+    fields: dict[str, Any],
+    *,
+    durable: bool,
+    owner: object | None = None,
+) -> None:
+    """queue.declare from a PUT body or a definitions item (``durable``: its default)."""
+    try:
+        arguments = views.arguments_from_json(fields.get("arguments"))
+    except ValueError as error:
+        raise bad_request(str(error)) from None
+    vhost.declare_queue(
+        name,
+        owner=owner,
+        durable=flag(fields, "durable", durable),
+        auto_delete=flag(fields, "auto_delete", False),
+        arguments=arguments,
+    )
 
 
 def _merge(tables: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -64,7 +64,7 @@ class Move:
             self._credit -= allowance
         self._last = now
         if self.count is not None:
-            allowance = min(allowance, int(self.count) - self.moved)
+            allowance = min(allowance, self.count - self.moved)
         source, destination = self.source, self.destination
         for _ in range(allowance):
             entry = source.get(no_ack=False)

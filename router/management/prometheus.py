@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from router import __version__
+from router.broker.stats import CHANNEL_FIELDS, CONNECTION_FIELDS
 from router.management import sampling
 
 if TYPE_CHECKING:
@@ -24,6 +25,45 @@ CLASSIC = 'queue_type="rabbit_classic_queue"'
 DEAD_LETTER_REASONS = ("expired", "rejected", "maxlen", "delivery_limit")
 
 Sample = tuple[dict[str, str], float]
+
+# rabbitmq_prometheus's name and help for each counter of Channel.counters() (CHANNEL_FIELDS)
+CHANNEL_COUNTERS = (
+    (
+        "rabbitmq_channel_messages_published_total",
+        "Total number of messages published into an exchange on a channel",
+    ),
+    (
+        "rabbitmq_channel_messages_confirmed_total",
+        "Total number of messages published into an exchange and confirmed on the channel",
+    ),
+    (
+        "rabbitmq_channel_messages_unroutable_returned_total",
+        "Total number of messages published as mandatory into an exchange and returned to the "
+        "publisher as unroutable",
+    ),
+    (
+        "rabbitmq_channel_messages_delivered_total",
+        "Total number of messages delivered to consumers or fetched with basic.get",
+    ),
+    (
+        "rabbitmq_channel_messages_redelivered_total",
+        "Total number of messages redelivered to consumers",
+    ),
+    (
+        "rabbitmq_channel_messages_acked_total",
+        "Total number of messages acknowledged by consumers",
+    ),
+)
+# ... and of Session.counters() (CONNECTION_FIELDS)
+CONNECTION_COUNTERS = (
+    ("rabbitmq_connection_incoming_bytes_total", "Total number of bytes received on a connection"),
+    ("rabbitmq_connection_outgoing_bytes_total", "Total number of bytes sent on a connection"),
+    (
+        "rabbitmq_connection_incoming_packets_total",
+        "Total number of packets received on a connection",
+    ),
+    ("rabbitmq_connection_outgoing_packets_total", "Total number of packets sent on a connection"),
+)
 
 
 def _escape(value: str) -> str:
@@ -206,43 +246,11 @@ def render(
         "Total limit of unacknowledged messages for all consumers on a channel",
         per_channel(lambda c: c.global_prefetch),
     )
-    out.metric(
-        "rabbitmq_channel_messages_published_total",
-        "counter",
-        "Total number of messages published into an exchange on a channel",
-        per_channel(lambda c: c.published, "publish"),
-    )
-    out.metric(
-        "rabbitmq_channel_messages_confirmed_total",
-        "counter",
-        "Total number of messages published into an exchange and confirmed on the channel",
-        per_channel(lambda c: c.confirmed, "confirm"),
-    )
-    out.metric(
-        "rabbitmq_channel_messages_unroutable_returned_total",
-        "counter",
-        "Total number of messages published as mandatory into an exchange and returned to the "
-        "publisher as unroutable",
-        per_channel(lambda c: c.returned, "return_unroutable"),
-    )
-    out.metric(
-        "rabbitmq_channel_messages_delivered_total",
-        "counter",
-        "Total number of messages delivered to consumers or fetched with basic.get",
-        per_channel(lambda c: c.delivered, "deliver_get"),
-    )
-    out.metric(
-        "rabbitmq_channel_messages_redelivered_total",
-        "counter",
-        "Total number of messages redelivered to consumers",
-        per_channel(lambda c: c.redelivered, "redeliver"),
-    )
-    out.metric(
-        "rabbitmq_channel_messages_acked_total",
-        "counter",
-        "Total number of messages acknowledged by consumers",
-        per_channel(lambda c: c.acked, "ack"),
-    )
+    for index, (name, help_text) in enumerate(CHANNEL_COUNTERS):
+        retired = CHANNEL_FIELDS[index]
+        out.metric(
+            name, "counter", help_text, per_channel(lambda c, i=index: c.counters()[i], retired)
+        )
 
     # --- connections
     def per_connection(index: int, retired: str) -> list[Sample]:
@@ -250,30 +258,8 @@ def render(
             return [({"connection": s.name}, s.counters()[index]) for s in sessions]
         return [({}, sum(s.counters()[index] for s in sessions) + totals.connection[retired])]
 
-    out.metric(
-        "rabbitmq_connection_incoming_bytes_total",
-        "counter",
-        "Total number of bytes received on a connection",
-        per_connection(0, "recv_oct"),
-    )
-    out.metric(
-        "rabbitmq_connection_outgoing_bytes_total",
-        "counter",
-        "Total number of bytes sent on a connection",
-        per_connection(1, "send_oct"),
-    )
-    out.metric(
-        "rabbitmq_connection_incoming_packets_total",
-        "counter",
-        "Total number of packets received on a connection",
-        per_connection(2, "recv_cnt"),
-    )
-    out.metric(
-        "rabbitmq_connection_outgoing_packets_total",
-        "counter",
-        "Total number of packets sent on a connection",
-        per_connection(3, "send_cnt"),
-    )
+    for index, (name, help_text) in enumerate(CONNECTION_COUNTERS):
+        out.metric(name, "counter", help_text, per_connection(index, CONNECTION_FIELDS[index]))
 
     # --- global counters
     (published, confirmed, delivered, redelivered, acked, returned, dropped, _dead) = (

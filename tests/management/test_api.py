@@ -28,7 +28,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any
@@ -37,10 +37,8 @@ from urllib.parse import quote, urlsplit
 import pika
 import pika.exceptions
 import pytest
-from conftest import RunningServer, start_router
+from conftest import DEADLINE, RunningServer, wait_for
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-
-DEADLINE = 10.0  # seconds a polling loop waits for the broker to act
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -116,13 +114,6 @@ def pump_until(connection: BlockingConnection, condition: Callable[[], bool]) ->
         connection.process_data_events(time_limit=0.05)
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, "the broker did not act in time"
-        time.sleep(0.02)
-
-
 def publish(channel: BlockingChannel, routing_key: str, *bodies: bytes, exchange: str = "") -> None:
     """Publish on a confirm channel, so the broker has every message when this returns."""
     for body in bodies:
@@ -149,53 +140,8 @@ def move_state(client: Client, ident: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def running() -> Iterator[RunningServer]:
-    server = start_router(management=True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def api(running: RunningServer) -> Client:
     return Client(running.http_url)
-
-
-@pytest.fixture
-def connect(running: RunningServer) -> Iterator[Callable[..., BlockingConnection]]:
-    opened: list[BlockingConnection] = []
-
-    def open_connection(connection_name: str | None = None) -> BlockingConnection:
-        params = pika.URLParameters(running.url)
-        params.connection_attempts = 1
-        params.socket_timeout = 5
-        if connection_name is not None:
-            params.client_properties = {"connection_name": connection_name}
-        connection = pika.BlockingConnection(params)
-        opened.append(connection)
-        return connection
-
-    yield open_connection
-    for connection in opened:
-        if connection.is_open:
-            try:
-                connection.close()
-            except pika.exceptions.AMQPError:
-                pass  # the broker closed it first (a test deleted the connection)
-
-
-@pytest.fixture
-def amqp(connect: Callable[..., BlockingConnection]) -> BlockingConnection:
-    return connect()
-
-
-@pytest.fixture
-def channel(amqp: BlockingConnection) -> BlockingChannel:
-    """A confirm channel: a publish returns once the broker has the message."""
-    ch = amqp.channel()
-    ch.confirm_delivery()
-    return ch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,19 +13,15 @@ forgotten by ``sample_all``.
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
 
 import pika
 import pytest
-from conftest import RunningServer, start_router
+from conftest import RunningServer, wait_for
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.broker.stats import Rates, RateWindow, details
-
-DEADLINE = 10.0
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -69,53 +65,6 @@ def counter_names(text: str) -> set[str]:
         for line in text.splitlines()
         if line.startswith("# TYPE") and line.endswith(" counter")
     }
-
-
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, "the broker did not act in time"
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def running() -> Iterator[RunningServer]:
-    server = start_router(management=True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def connect(running: RunningServer) -> Iterator[Callable[[], BlockingConnection]]:
-    opened: list[BlockingConnection] = []
-
-    def open_connection() -> BlockingConnection:
-        params = pika.URLParameters(running.url)
-        params.connection_attempts = 1
-        params.socket_timeout = 5
-        connection = pika.BlockingConnection(params)
-        opened.append(connection)
-        return connection
-
-    yield open_connection
-    for connection in opened:
-        if connection.is_open:
-            connection.close()
-
-
-@pytest.fixture
-def amqp(connect: Callable[[], BlockingConnection]) -> BlockingConnection:
-    return connect()
-
-
-@pytest.fixture
-def channel(amqp: BlockingConnection) -> BlockingChannel:
-    """A confirm channel: a publish returns once the broker has the message."""
-    ch = amqp.channel()
-    ch.confirm_delivery()
-    return ch
 
 
 def publish(channel: BlockingChannel, routing_key: str, count: int, exchange: str = "") -> None:

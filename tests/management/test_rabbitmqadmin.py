@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pika
 import pytest
-from conftest import RunningServer, start_router
+from conftest import RunningServer
 from pika.adapters.blocking_connection import BlockingConnection
 
 REFERENCE_HTTP = int(os.environ.get("RABBITMQ_REF_HTTP", "15673"))
@@ -44,15 +44,6 @@ def script(rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("rabbitmqadmin") / "rabbitmqadmin"
     path.write_bytes(text)
     return path
-
-
-@pytest.fixture
-def running() -> Iterator[RunningServer]:
-    server = start_router(management=True)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 Admin = Callable[..., subprocess.CompletedProcess[str]]
