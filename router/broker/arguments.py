@@ -151,18 +151,18 @@ def _positive(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
         raise _invalid(key, name, vhost, "{value_zero,0}")
 
 
-_MAX_EXPIRY = 315_360_000_000  # ms: ten years, RabbitMQ's bound for TTLs and x-expires
+MAX_EXPIRY = 315_360_000_000  # ms: ten years, RabbitMQ's bound for TTLs and x-expires
 
 
 def _ttl(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
     _non_negative(key, tag, value, name, vhost)
-    if value > _MAX_EXPIRY:
+    if value > MAX_EXPIRY:
         raise _invalid(key, name, vhost, f"{{value_too_large,{value}}}")
 
 
 def _expires(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
     _positive(key, tag, value, name, vhost)
-    if value > _MAX_EXPIRY:
+    if value > MAX_EXPIRY:
         raise _invalid(key, name, vhost, f"{{value_too_large,{value}}}")
 
 
@@ -187,35 +187,44 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _retry_backoff(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
-    example = "e.g. {initial: 1000, multiplier: 2, max: 60000, jitter: 0.1}"
-    if tag != "F" or not isinstance(value, dict):
-        raise _invalid(key, name, vhost, f"expected a table, {example}")
+RETRY_BACKOFF_EXAMPLE = "e.g. {initial: 1000, multiplier: 2, max: 60000, jitter: 0.1}"
+
+
+def retry_backoff_problem(value: Any) -> str | None:
+    """What is wrong with an ``x-retry-backoff`` table (None: nothing). Shared by the argument
+    and the ``retry-backoff`` policy key."""
+    example = RETRY_BACKOFF_EXAMPLE
+    if not isinstance(value, dict):
+        return f"expected a table, {example}"
     unknown = sorted(set(value) - {"initial", "multiplier", "max", "jitter"})
     if unknown:
-        raise _invalid(
-            key,
-            name,
-            vhost,
-            f"unknown key '{unknown[0]}'; allowed: initial, multiplier, max, jitter ({example})",
-        )
+        return f"unknown key '{unknown[0]}'; allowed: initial, multiplier, max, jitter ({example})"
 
-    def refuse(what: str, field: str) -> ChannelError:
+    def refuse(what: str, field: str) -> str:
         found = f", not {value[field]!r}" if field in value else ", and it is missing"
-        return _invalid(key, name, vhost, f"{what}{found} ({example})")
+        return f"{what}{found} ({example})"
 
     initial = _number(value.get("initial"))
     if initial is None or initial <= 0:
-        raise refuse("'initial' must be a positive number of milliseconds", "initial")
+        return refuse("'initial' must be a positive number of milliseconds", "initial")
     multiplier = _number(value.get("multiplier", 1))
     if multiplier is None or multiplier < 1:
-        raise refuse("'multiplier' must be a number >= 1", "multiplier")
+        return refuse("'multiplier' must be a number >= 1", "multiplier")
     maximum = _number(value.get("max", initial))
     if maximum is None or maximum < initial:
-        raise refuse("'max' must be a number of milliseconds >= 'initial'", "max")
+        return refuse("'max' must be a number of milliseconds >= 'initial'", "max")
     jitter = _number(value.get("jitter", 0))
     if jitter is None or not 0 <= jitter <= 1:
-        raise refuse("'jitter' must be a number from 0 to 1", "jitter")
+        return refuse("'jitter' must be a number from 0 to 1", "jitter")
+    return None
+
+
+def _retry_backoff(key: str, tag: str, value: Any, name: str, vhost: str) -> None:
+    if tag != "F":
+        raise _invalid(key, name, vhost, f"expected a table, {RETRY_BACKOFF_EXAMPLE}")
+    problem = retry_backoff_problem(value)
+    if problem is not None:
+        raise _invalid(key, name, vhost, problem)
 
 
 def _string(key: str, tag: str, value: Any, name: str, vhost: str) -> None:

@@ -1,20 +1,25 @@
-"""The broker: virtual hosts, users and the sessions connected to them.
+"""The broker: virtual hosts, users, their tags and permissions, policies, and the sessions
+connected to them.
 
 Built from plain values (``BrokerConfig``) and an ``IdSource``; no I/O, so a whole broker runs in a
-unit test.
+unit test. The users of ``BrokerConfig`` are RabbitMQ's default user: tag ``administrator`` and
+all permissions (".*") on every vhost of the config, at every start. Users added later have only
+the permissions set for them.
 """
 
 from __future__ import annotations
 
 import platform
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from router import __version__
 from router.amqp.tables import FieldTable
 from router.broker.passwords import check_password, hash_password
+from router.broker.permissions import FULL, Access, Permission
+from router.broker.policies import Policy, validate_policy
 from router.broker.ports import Clock, IdSource, RandomIds, RandomSource, Store
 from router.broker.queues import Queue
 from router.broker.stats import Totals
@@ -84,11 +89,18 @@ class Broker:
         self.on_earlier_deadline: Callable[[float], None] = lambda deadline: None
         # user name -> password hash (passwords.py); clear text is never kept
         self.users: dict[str, str] = {}
+        # user name -> tags (RabbitMQ's: "administrator", "management", ...), every user has one
+        self.user_tags: dict[str, tuple[str, ...]] = {}
+        # (user, vhost) -> what the user may configure, write and read there
+        self.permissions: dict[tuple[str, str], Permission] = {}
         for user, password in self.config.users:
             self.users[user] = hash_password(password)
+            self.user_tags[user] = ("administrator",)
         self.vhosts: dict[str, VirtualHost] = {}
         for name in self.config.vhosts:
             self.add_vhost(name)
+            for user, _password in self.config.users:
+                self.permissions[(user, name)] = FULL
         self.sessions: dict[int, Session] = {}
         # direct reply-to: "amq.rabbitmq.reply-to.<token>" -> the channel consuming replies
         self.reply_channels: dict[str, Channel] = {}
@@ -118,11 +130,120 @@ class Broker:
                 self.store.vhost_added(name)
         return vhost
 
-    def set_user(self, name: str, password: str | None = None, *, password_hash: str = "") -> None:
-        """Add or change a user, from a clear-text password or a ready hash."""
-        self.users[name] = hash_password(password) if password is not None else password_hash
+    def delete_vhost(self, name: str) -> None:
+        """Delete a vhost and everything in it: its connections are closed (320, as RabbitMQ),
+        its queues with their messages, exchanges, bindings, policies and the permissions on
+        it go. KeyError when there is no such vhost."""
+        vhost = self.vhosts[name]
+        for session in list(self.sessions.values()):
+            if session.vhost is vhost:
+                session.close_forced(f"vhost '{name}' is deleted")
+        for queue in list(vhost.queues.values()):
+            vhost.remove_queue(queue)
+        del self.vhosts[name]
+        for user, vhost_name in [key for key in self.permissions if key[1] == name]:
+            del self.permissions[(user, vhost_name)]
         if self.store is not None:
-            self.store.user_changed(name, self.users[name])
+            self.store.vhost_deleted(name)
+
+    # --- users and permissions -----------------------------------------------------------------
+
+    def set_user(
+        self,
+        name: str,
+        password: str | None = None,
+        *,
+        password_hash: str = "",
+        tags: Iterable[str] | None = None,
+    ) -> None:
+        """Add or change a user, from a clear-text password or a ready hash. ``tags`` None keeps
+        the user's tags (a new user has none)."""
+        self.users[name] = hash_password(password) if password is not None else password_hash
+        if tags is not None:
+            self.user_tags[name] = tuple(tags)
+        else:
+            self.user_tags.setdefault(name, ())
+        if self.store is not None:
+            self.store.user_changed(name, self.users[name], self.user_tags[name])
+
+    def delete_user(self, name: str) -> None:
+        """Delete a user and its permissions; its connections are closed (320, as RabbitMQ).
+        KeyError when there is no such user."""
+        del self.users[name]
+        self.user_tags.pop(name, None)
+        for key in [key for key in self.permissions if key[0] == name]:
+            self._drop_permission(key)
+        for session in list(self.sessions.values()):
+            if session.user == name:
+                session.close_forced(f"user '{name}' is deleted")
+        if self.store is not None:
+            self.store.user_changed(name, None)
+
+    def set_permissions(
+        self, user: str, vhost: str, configure: str, write: str, read: str
+    ) -> Permission:
+        """Give ``user`` these permissions (regular expressions) on ``vhost``. ValueError when
+        the user or vhost is unknown or a pattern is not a valid regular expression. Open
+        connections of the user on the vhost use them from their next method."""
+        if user not in self.users:
+            raise ValueError(f"no user '{user}'; create it first")
+        if vhost not in self.vhosts:
+            raise ValueError(f"no vhost '{vhost}'; create it first")
+        permission = Permission(configure, write, read)
+        self.permissions[(user, vhost)] = permission
+        self._permissions_changed(user, vhost)
+        if self.store is not None:
+            self.store.permission_changed(user, vhost, permission)
+        return permission
+
+    def clear_permissions(self, user: str, vhost: str) -> bool:
+        """Take away ``user``'s permissions on ``vhost``; False when it had none."""
+        if (user, vhost) not in self.permissions:
+            return False
+        self._drop_permission((user, vhost))
+        return True
+
+    def _drop_permission(self, key: tuple[str, str]) -> None:
+        del self.permissions[key]
+        self._permissions_changed(*key)
+        if self.store is not None:
+            self.store.permission_changed(key[0], key[1], None)
+
+    def _permissions_changed(self, user: str, vhost: str) -> None:
+        """Connections of ``user`` on ``vhost`` check against the new permission from now on
+        (and forget the exchanges they were allowed to publish to)."""
+        for session in self.sessions.values():
+            access = session.access
+            if access is not None and access.user == user and access.vhost == vhost:
+                session.access = Access(user, vhost, self.permissions.get((user, vhost)))
+
+    def access(self, user: str, vhost: str) -> Access | None:
+        """What ``user`` may do on ``vhost``; None when it may not even open it."""
+        permission = self.permissions.get((user, vhost))
+        return Access(user, vhost, permission) if permission is not None else None
+
+    # --- policies ------------------------------------------------------------------------------
+
+    def set_policy(self, policy: Policy) -> None:
+        """Add or replace a policy. ValueError saying what is wrong (pattern, apply-to, a
+        definition key or value, an unknown vhost). It applies at once to the vhost's queues
+        and exchanges."""
+        validate_policy(policy)
+        vhost = self.vhosts.get(policy.vhost)
+        if vhost is None:
+            raise ValueError(f"no vhost '{policy.vhost}' for policy '{policy.name}'")
+        vhost.set_policy(policy)
+        if self.store is not None:
+            self.store.policy_changed(policy.vhost, policy.name, policy)
+
+    def clear_policy(self, vhost: str, name: str) -> bool:
+        """Remove a policy; False when there was none."""
+        host = self.vhosts.get(vhost)
+        if host is None or not host.clear_policy(name):
+            return False
+        if self.store is not None:
+            self.store.policy_changed(vhost, name, None)
+        return True
 
     # --- durability ----------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from router.broker.exchanges.base import Binding, Exchange
     from router.broker.message import Message, QueuedMessage
+    from router.broker.permissions import Permission
+    from router.broker.policies import Policy
     from router.broker.queues import Queue
 
 
@@ -69,9 +71,10 @@ class Store(Protocol):
     ``writes`` counts the changes recorded, so a caller can tell whether an action wrote anything
     (a publisher confirm then waits for that batch).
 
-    Stored: durable vhosts' exchanges, queues and bindings, and the persistent messages of durable
-    queues. A message is recorded by reference: the row written is the entry's state at the time
-    the batch is cut, so a message published and acked within one batch is never written at all.
+    Stored: vhosts, users (password hash, tags), permissions, policies, durable exchanges, queues
+    and bindings, and the persistent messages of durable queues. A message is recorded by
+    reference: the row written is the entry's state at the time the batch is cut, so a message
+    published and acked within one batch is never written at all.
     """
 
     batch: int
@@ -100,8 +103,20 @@ class Store(Protocol):
 
     def vhost_added(self, name: str) -> None: ...
 
-    def user_changed(self, name: str, password_hash: str | None) -> None:
+    def vhost_deleted(self, name: str) -> None:
+        """The vhost and everything in it (exchanges, queues, bindings, policies, permissions
+        on it) are gone."""
+
+    def user_changed(
+        self, name: str, password_hash: str | None, tags: tuple[str, ...] = ()
+    ) -> None:
         """A user was added or changed (None: deleted)."""
+
+    def permission_changed(self, user: str, vhost: str, permission: Permission | None) -> None:
+        """A user's permissions on a vhost were set (None: cleared)."""
+
+    def policy_changed(self, vhost: str, name: str, policy: Policy | None) -> None:
+        """A policy was set (None: cleared)."""
 
     def dedup_remembered(self, exchange: Exchange, key: str, expires_at: float | None) -> None:
         """An exchange's deduplication cache remembered a key (until ``expires_at``, monotonic)."""

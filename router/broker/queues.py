@@ -44,6 +44,7 @@ from router.broker.message import (
     Message,
     QueuedMessage,
 )
+from router.broker.policies import Policy, effective_queue_arguments
 from router.broker.ports import Clock, Store
 from router.broker.timeindex import TimeIndex, Timer
 
@@ -179,28 +180,19 @@ class Queue:
         auto_delete: bool = False,
         arguments: FieldTable | None = None,
         host: QueueHost | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.name = name
         self.vhost = vhost
         self.durable = durable
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
+        # as the client declared them (redeclare equivalence compares these)
         self.arguments = arguments if arguments is not None else FieldTable()
-        self.options = options = QueueOptions(self.arguments)
-        # flags read on every message, kept as plain attributes
-        self._limited = options.limited
-        # only drop-head drops to make room; reject-publish queues refuse at the door, and a
-        # requeued or newly due message they already accepted may take them over the limit
-        self._drop_head = options.limited and options.overflow == "drop-head"
-        self._sac = options.single_active_consumer
-        self._consumer_timeout = options.consumer_timeout
-        # a plain queue: none of the per-message work (TTL, limits, priorities, dedup) applies
-        self._plain = not (
-            options.limited
-            or options.deduplication
-            or options.max_priority
-            or options.message_ttl is not None
-        )
+        # the policy in force, and what the queue runs on: the arguments combined with it
+        self.policy = policy
+        self.effective_arguments = effective_queue_arguments(self.arguments, policy)
+        self._set_options(QueueOptions(self.effective_arguments))
         self.host: QueueHost = host if host is not None else DetachedHost()
         self.clock = self.host.clock
         # durability: persistent messages of a durable queue are recorded in the store
@@ -241,6 +233,48 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={self.ready_count} unacked={self.unacked}>"
+
+    def _set_options(self, options: QueueOptions) -> None:
+        self.options = options
+        # flags read on every message, kept as plain attributes
+        self._limited = options.limited
+        # only drop-head drops to make room; reject-publish queues refuse at the door, and a
+        # requeued or newly due message they already accepted may take them over the limit
+        self._drop_head = options.limited and options.overflow == "drop-head"
+        self._sac = options.single_active_consumer
+        self._consumer_timeout = options.consumer_timeout
+        # a plain queue: none of the per-message work (TTL, limits, priorities, dedup) applies
+        self._plain = not (
+            options.limited
+            or options.deduplication
+            or options.max_priority
+            or options.message_ttl is not None
+        )
+
+    def apply_policy(self, policy: Policy | None) -> None:
+        """A policy now applies to the queue (None: none does). Its options are recomputed at
+        once, as RabbitMQ's queue process does on ``policy_changed``: a lower max-length drops
+        (or dead-letters) the oldest ready messages now; a new x-expires counts from the queue's
+        last use; a message TTL, dead-letter exchange, delivery limit, consumer timeout or
+        backoff applies to what happens from now on (a message already queued keeps the
+        expiry it was given when it arrived, as in RabbitMQ). Priority levels never change:
+        x-max-priority cannot come from a policy."""
+        self.policy = policy
+        self.effective_arguments = effective_queue_arguments(self.arguments, policy)
+        old = self.options
+        self._set_options(QueueOptions(self.effective_arguments))
+        if self.deleted:
+            return
+        if self.options.expires != old.expires:
+            if self._idle_timer is not None:
+                self._timers.cancel(self._idle_timer)
+                self._idle_timer = None
+            if self.options.expires is not None and not self.consumer_count:
+                self._idle_timer = self._add_timer(
+                    self.last_used + self.options.expires / 1000, _IDLE, None
+                )
+        if self._drop_head:
+            self._drop_over_limit()
 
     @property
     def exclusive(self) -> bool:

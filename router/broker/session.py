@@ -44,6 +44,7 @@ from router.amqp.tables import FieldTable
 from router.broker.arguments import TYPE_NAMES
 from router.broker.channel import Channel, Consumer
 from router.broker.message import Message
+from router.broker.permissions import CONFIGURE, READ, WRITE, Access
 from router.broker.queues import Queue
 
 if TYPE_CHECKING:
@@ -75,6 +76,10 @@ class Session:
             heartbeat=broker.config.heartbeat,
         )
         self.vhost: VirtualHost | None = None
+        # who is connected, and what it may do in its vhost (permissions.py); the broker
+        # replaces ``access`` when the user's permissions there change
+        self.user = ""
+        self.access = Access("", "", None)
         self.channels: dict[int, Channel] = {}
         self.wakeup: Callable[[], None] = lambda: None
         self._wake_pending = False
@@ -303,6 +308,12 @@ class Session:
             self._blocked_sent = False
             self.on_unblocked()
 
+    def close_forced(self, reason: str) -> None:
+        """Close the connection from the broker's side (its user or vhost was deleted): 320
+        CONNECTION_FORCED with ``reason``, as RabbitMQ says it."""
+        self.close(ConnectionError(CONNECTION_FORCED, reason))
+        self._wake()
+
     def shutdown(self) -> None:
         """The broker is stopping: connection.close 320, as RabbitMQ does."""
         self.close(
@@ -347,6 +358,16 @@ class Session:
         vhost = self.broker.vhosts.get(event.virtual_host)
         if vhost is None:
             raise ConnectionError(NOT_ALLOWED, f"vhost {event.virtual_host} not found", 10, 40)
+        access = self.broker.access(event.user, vhost.name)
+        if access is None:
+            raise ConnectionError(
+                NOT_ALLOWED,
+                f"access to vhost '{vhost.name}' refused for user '{event.user}'",
+                10,
+                40,
+            )
+        self.user = event.user
+        self.access = access
         self.vhost = vhost
         capabilities = event.client_properties.get("capabilities")
         self.cancel_notify = bool(
@@ -402,9 +423,13 @@ class Session:
             raise ConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
         vhost = self.vhost
         assert vhost is not None
-        exchange = vhost.exchanges.get(event.exchange)
+        name = event.exchange
+        access = self.access
+        if name not in access.writable:  # write permission, checked once per exchange name
+            access.check_publish(name)
+        exchange = vhost.exchanges.get(name)
         if exchange is None:
-            raise ChannelError(NOT_FOUND, f"no exchange '{event.exchange}' in vhost '{vhost.name}'")
+            raise ChannelError(NOT_FOUND, f"no exchange '{name}' in vhost '{vhost.name}'")
         if exchange.internal:
             raise ChannelError(
                 ACCESS_REFUSED,
@@ -637,20 +662,33 @@ class Session:
             auto_delete=method.auto_delete,
             internal=method.internal,
             arguments=method.arguments,
+            access=self.access,
         )
         self._reply(channel, spec.ExchangeDeclareOk(), method.nowait)
 
     def _exchange_delete(self, channel: Channel, method: spec.ExchangeDelete) -> None:
-        self._vhost().delete_exchange(method.exchange, if_unused=method.if_unused)
+        self._vhost().delete_exchange(
+            method.exchange, if_unused=method.if_unused, access=self.access
+        )
         self._reply(channel, spec.ExchangeDeleteOk(), method.nowait)
 
+    def _check_binding(self, kind: str, destination: str, source: str) -> None:
+        """(un)binding needs write on the destination and read on the source; RabbitMQ
+        (``binding_action``) refuses the default exchange between the two checks."""
+        self.access.check(WRITE, kind, destination)
+        if source == "" or (kind == "exchange" and destination == ""):
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        self.access.check(READ, "exchange", source)
+
     def _exchange_bind(self, channel: Channel, method: spec.ExchangeBind) -> None:
+        self._check_binding("exchange", method.destination, method.source)
         self._vhost().bind_exchange(
             method.source, method.destination, method.routing_key, method.arguments
         )
         self._reply(channel, spec.ExchangeBindOk(), method.nowait)
 
     def _exchange_unbind(self, channel: Channel, method: spec.ExchangeUnbind) -> None:
+        self._check_binding("exchange", method.destination, method.source)
         vhost = self._vhost()
         vhost.unbind(
             method.source,
@@ -677,6 +715,7 @@ class Session:
             exclusive=method.exclusive,
             auto_delete=method.auto_delete,
             arguments=method.arguments,
+            access=self.access,
         )
         channel.last_queue = queue.name
         self._reply(
@@ -690,22 +729,29 @@ class Session:
         routing_key = method.routing_key
         if not method.queue and not routing_key:
             routing_key = name  # AMQP 0-9-1 §1.7.2.3.3: empty queue and key
+        self._check_binding("queue", name, method.exchange)
         self._vhost().bind_queue(method.exchange, name, routing_key, method.arguments, self)
         self._reply(channel, spec.QueueBindOk(), method.nowait)
 
     def _queue_unbind(self, channel: Channel, method: spec.QueueUnbind) -> None:
         vhost = self._vhost()
-        queue = vhost.queues.get(channel.resolve_queue_name(method.queue))
+        name = channel.resolve_queue_name(method.queue)
+        self._check_binding("queue", name, method.exchange)
+        queue = vhost.queues.get(name)
         vhost.unbind(method.exchange, queue, method.routing_key, method.arguments)
         self._reply(channel, spec.QueueUnbindOk())
 
     def _queue_purge(self, channel: Channel, method: spec.QueuePurge) -> None:
-        count = self._vhost().purge_queue(channel.resolve_queue_name(method.queue), owner=self)
+        name = channel.resolve_queue_name(method.queue)
+        self.access.check(READ, "queue", name)
+        count = self._vhost().purge_queue(name, owner=self)
         self._reply(channel, spec.QueuePurgeOk(count), method.nowait)
 
     def _queue_delete(self, channel: Channel, method: spec.QueueDelete) -> None:
+        name = channel.resolve_queue_name(method.queue)
+        self.access.check(CONFIGURE, "queue", name)
         count = self._vhost().delete_queue(
-            channel.resolve_queue_name(method.queue),
+            name,
             owner=self,
             if_unused=method.if_unused,
             if_empty=method.if_empty,
@@ -733,7 +779,9 @@ class Session:
             self._consume_replies(channel, method)
             return
         vhost = self._vhost()
-        queue = vhost.queue(channel.resolve_queue_name(method.queue), self)
+        name = channel.resolve_queue_name(method.queue)
+        self.access.check(READ, "queue", name)
+        queue = vhost.queue(name, self)
         tag = method.consumer_tag or f"amq.ctag-{self.broker.ids.token()}"
         if tag in channel.consumers:
             raise ConnectionError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
@@ -796,7 +844,9 @@ class Session:
             self.write(method_frame(channel.number, spec.BasicCancel(consumer.tag, True)))
 
     def _basic_get(self, channel: Channel, method: spec.BasicGet) -> None:
-        queue = self._vhost().queue(channel.resolve_queue_name(method.queue), self)
+        name = channel.resolve_queue_name(method.queue)
+        self.access.check(READ, "queue", name)
+        queue = self._vhost().queue(name, self)
         channel.get(queue, method.no_ack)
 
     def _basic_recover(self, channel: Channel, method: spec.BasicRecover) -> None:

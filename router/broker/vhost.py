@@ -2,7 +2,12 @@
 
 Every operation a channel can ask for lives here as a method that either succeeds or raises a
 ``ChannelError`` / ``ConnectionError`` with RabbitMQ's reply code and a text naming what was wrong.
-``owner`` arguments identify the connection asking (for exclusive queues).
+``owner`` arguments identify the connection asking (for exclusive queues); ``access`` its
+user's permissions (None: no check, for the management API, topology and recovery), checked where
+RabbitMQ checks them in the method, so the first refusal is the same.
+
+Policies (policies.py) live here: the one in force for each queue and exchange is found when it is
+declared and again for all of them when a policy is set or cleared.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from router.broker.arguments import (
 from router.broker.deadletter import dead_letter_headers, is_cycle
 from router.broker.exchanges import EXCHANGE_TYPES, Binding, Destination, Exchange
 from router.broker.message import Message, QueuedMessage
+from router.broker.permissions import CONFIGURE, READ, WRITE, Access
+from router.broker.policies import Policy, match
 from router.broker.ports import Clock, IdSource, RandomSource, Store
 from router.broker.queues import Queue
 
@@ -47,6 +54,11 @@ class DefaultExchange(Exchange):
     def route(self, message: Message, routing_key: str | None = None) -> list[Destination]:
         queue = self._queues.get(message.routing_key if routing_key is None else routing_key)
         return [queue] if queue is not None else []
+
+
+def _text(value: object) -> str:
+    """A string argument as text (longstr values may arrive as bytes)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _default_refused() -> ChannelError:
@@ -75,6 +87,7 @@ class VirtualHost:
         self._random: RandomSource = random if random is not None else _random.Random()
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {}
+        self.policies: dict[str, Policy] = {}
         # bindings by destination, to drop them when the destination goes away
         self._inbound: dict[int, dict[tuple[int, tuple[int, str, bytes]], Binding]] = {}
         # called with a queue that was deleted (consumers must be cancelled)
@@ -132,9 +145,10 @@ class VirtualHost:
         auto_delete: bool = False,
         internal: bool = False,
         arguments: FieldTable | None = None,
+        access: Access | None = None,
     ) -> Exchange:
         if passive:
-            return self.exchange(name)
+            return self.exchange(name)  # RabbitMQ checks no permission for a passive declare
         cls = EXCHANGE_TYPES.get(type)
         if cls is None:
             # RabbitMQ's words: "invalid" for a name it could never know, "unknown" for x-types
@@ -143,6 +157,8 @@ class VirtualHost:
             raise ConnectionError(COMMAND_INVALID, f"{adjective} exchange type '{type}'", 40, 10)
         if name == "":
             raise _default_refused()
+        if access is not None:
+            access.check(CONFIGURE, "exchange", name)
         existing = self.exchanges.get(name)
         if arguments:
             validate_exchange_arguments(arguments, name, self.name)
@@ -151,6 +167,10 @@ class VirtualHost:
                 raise ChannelError(
                     ACCESS_REFUSED, f"exchange name '{name}' contains reserved prefix 'amq.*'"
                 )
+            if access is not None and arguments and "alternate-exchange" in arguments:
+                # rabbit_channel: read on the new exchange, write on its alternate
+                access.check(READ, "exchange", name)
+                access.check(WRITE, "exchange", _text(arguments["alternate-exchange"]))
             exchange = cls(
                 name,
                 self.name,
@@ -159,6 +179,9 @@ class VirtualHost:
                 internal=internal,
                 arguments=arguments,
             )
+            policy = match(self.policies, "exchanges", name)
+            if policy is not None:
+                exchange.apply_policy(policy)
             self.exchanges[name] = exchange
             if durable and self.store is not None:
                 self.store.exchange_declared(exchange)
@@ -183,7 +206,9 @@ class VirtualHost:
         )
         return existing
 
-    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+    def delete_exchange(
+        self, name: str, *, if_unused: bool = False, access: Access | None = None
+    ) -> None:
         if name == "":
             raise _default_refused()
         if name.startswith("amq.") and name in self.exchanges:
@@ -191,6 +216,8 @@ class VirtualHost:
                 ACCESS_REFUSED,
                 f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed",
             )
+        if access is not None:
+            access.check(CONFIGURE, "exchange", name)
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # RabbitMQ 3.x: deleting a missing exchange succeeds
@@ -221,10 +248,11 @@ class VirtualHost:
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: FieldTable | None = None,
+        access: Access | None = None,
     ) -> Queue:
         """queue.declare. ``owner`` is the declaring connection (it owns an exclusive queue)."""
         if passive:
-            queue = self.queue(name, owner)
+            queue = self.queue(name, owner)  # RabbitMQ checks no permission for a passive declare
             queue.touch()
             return queue
         arguments = arguments if arguments is not None else FieldTable()
@@ -234,6 +262,8 @@ class VirtualHost:
             raise ChannelError(
                 ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'"
             )
+        if access is not None:
+            access.check(CONFIGURE, "queue", name)  # a server-named queue: under its new name
         validate_queue_arguments(arguments, name, self.name)
         if arguments.get("x-queue-type") in ("quorum", b"quorum") and (not durable or exclusive):
             # RabbitMQ: quorum queues are durable and never exclusive
@@ -246,6 +276,10 @@ class VirtualHost:
         durable = durable and not exclusive
         existing = self.queues.get(name)
         if existing is None:
+            if access is not None and "x-dead-letter-exchange" in arguments:
+                # rabbit_channel: read on the new queue, write on its dead-letter exchange
+                access.check(READ, "queue", name)
+                access.check(WRITE, "exchange", _text(arguments["x-dead-letter-exchange"]))
             queue = Queue(
                 name,
                 self.name,
@@ -254,6 +288,7 @@ class VirtualHost:
                 auto_delete=auto_delete,
                 arguments=arguments,
                 host=self,
+                policy=match(self.policies, "queues", name),
             )
             self.queues[name] = queue
             if durable and self.store is not None:
@@ -306,6 +341,47 @@ class VirtualHost:
 
     def purge_queue(self, name: str, *, owner: object) -> int:
         return self.queue(name, owner).purge()
+
+    # --- policies ------------------------------------------------------------------------------
+
+    def set_policy(self, policy: Policy) -> None:
+        """Add or replace a policy (already validated) and apply what changes at once. Only the
+        objects it matches, or that had the policy it replaces, can change: the others are not
+        matched again (a vhost of 10,000 queues takes one pattern search each)."""
+        replaced = self.policies.get(policy.name)
+        self.policies[policy.name] = policy
+        self._apply_policies(
+            lambda kind, obj: (
+                (replaced is not None and obj.policy is replaced)
+                or policy.applies_to(kind, obj.name)
+            )
+        )
+
+    def clear_policy(self, name: str) -> bool:
+        """Remove a policy; False when there was none by that name. The objects it applied to
+        take the next policy that matches them, if any."""
+        cleared = self.policies.pop(name, None)
+        if cleared is None:
+            return False
+        self._apply_policies(lambda kind, obj: obj.policy is cleared)
+        return True
+
+    def _apply_policies(self, affected: Callable[[str, Queue | Exchange], bool]) -> None:
+        """Match the ``affected`` queues and exchanges again and apply the policy to those whose
+        changed (a replaced policy is a new object, so its queues see the new definition)."""
+        policies = self.policies
+        for queue in list(self.queues.values()):
+            if affected("queues", queue):
+                policy = match(policies, "queues", queue.name)
+                if policy is not queue.policy:
+                    queue.apply_policy(policy)
+        for exchange in list(self.exchanges.values()):
+            if exchange.name == "":
+                continue  # the default exchange routes by queue name only (no alternate)
+            if affected("exchanges", exchange):
+                policy = match(policies, "exchanges", exchange.name)
+                if policy is not exchange.policy:
+                    exchange.apply_policy(policy)
 
     # --- bindings ------------------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ from router.broker.arguments import validate_exchange_arguments, validate_queue_
 from router.broker.exchanges import EXCHANGE_TYPES
 from router.broker.exchanges.base import Binding, Exchange
 from router.broker.message import Message
+from router.broker.permissions import Permission
+from router.broker.policies import Policy, validate_policy
 from router.broker.queues import Queue
 from router.broker.stats import OVERVIEW_FIELDS, Rates, details
 from router.broker.vhost import VirtualHost
@@ -295,12 +297,18 @@ class ManagementAPI:
             ("GET", "vhosts", self.vhosts),
             ("GET", "vhosts/{}", self.vhost),
             ("PUT", "vhosts/{}", self.put_vhost),
+            ("DELETE", "vhosts/{}", self.delete_vhost),
             ("GET", "vhosts/{}/connections", self.vhost_connections),
             ("GET", "vhosts/{}/channels", self.vhost_channels),
+            ("GET", "vhosts/{}/permissions", self.vhost_permissions),
             ("GET", "users", self.users),
             ("GET", "users/{}", self.user),
             ("PUT", "users/{}", self.put_user),
+            ("DELETE", "users/{}", self.delete_user),
             ("GET", "permissions", self.permissions),
+            ("GET", "permissions/{}/{}", self.permission),
+            ("PUT", "permissions/{}/{}", self.put_permission),
+            ("DELETE", "permissions/{}/{}", self.delete_permission),
             ("GET", "users/{}/permissions", self.user_permissions),
             ("GET", "connections", self.connections),
             ("GET", "connections/{}", self.connection),
@@ -346,6 +354,9 @@ class ManagementAPI:
             ("POST", "definitions/{}", self.import_definitions),
             ("GET", "policies", self.policies),
             ("GET", "policies/{}", self.policies),
+            ("GET", "policies/{}/{}", self.policy),
+            ("PUT", "policies/{}/{}", self.put_policy),
+            ("DELETE", "policies/{}/{}", self.delete_policy),
             ("GET", "health/checks/alarms", self.health_alarms),
             ("GET", "health/checks/local-alarms", self.health_alarms),
             ("GET", "aliveness-test/{}", self.aliveness),
@@ -541,7 +552,8 @@ class ManagementAPI:
         )
 
     def whoami(self, request: Request, now: float) -> Response:
-        return Response.json({"name": self._authenticate(request), "tags": ["administrator"]})
+        user = self._authenticate(request)
+        return Response.json({"name": user, "tags": list(self.broker.user_tags.get(user, ()))})
 
     def nodes(self, request: Request, now: float) -> Response:
         return Response.json([self._node()])
@@ -622,7 +634,18 @@ class ManagementAPI:
     def put_vhost(self, request: Request, now: float, name: str) -> Response:
         existed = name in self.broker.vhosts
         self.broker.add_vhost(name)
+        if not existed:
+            # RabbitMQ: whoever creates a vhost through the API may do everything in it
+            user = self._authenticate(request)
+            if user in self.broker.users:
+                self.broker.set_permissions(user, name, ".*", ".*", ".*")
         return Response(204 if existed else 201)
+
+    def delete_vhost(self, request: Request, now: float, name: str) -> Response:
+        """Everything in it goes; its connections are closed with 320, as RabbitMQ does."""
+        self._vhost(name)
+        self.broker.delete_vhost(name)
+        return Response(204)
 
     def vhost_connections(self, request: Request, now: float, name: str) -> Response:
         self._vhost(name)
@@ -651,7 +674,7 @@ class ManagementAPI:
             "name": name,
             "password_hash": self.broker.users[name],
             "hashing_algorithm": "rabbit_password_hashing_sha256",
-            "tags": ["administrator"],
+            "tags": list(self.broker.user_tags.get(name, ())),
             "limits": {},
         }
 
@@ -671,29 +694,68 @@ class ManagementAPI:
             raise bad_request("password must be a string")
         if password_hash is not None and not isinstance(password_hash, str):
             raise bad_request("password_hash must be a string (RabbitMQ's salted SHA-256, base64)")
+        tags = parse_tags(body.get("tags"))
         if password is not None:
-            self.broker.set_user(name, password)
+            self.broker.set_user(name, password, tags=tags)
         elif password_hash is not None:
-            self.broker.set_user(name, password_hash=password_hash)
+            self.broker.set_user(name, password_hash=password_hash, tags=tags)
         elif not existed:
             raise bad_request("a new user needs a password or a password_hash")
+        elif tags is not None:  # the password stays as it was
+            self.broker.set_user(name, password_hash=self.broker.users[name], tags=tags)
         return Response(204 if existed else 201)
 
-    def _permissions(self, users: Iterable[str]) -> list[dict[str, Any]]:
-        # router has no per-vhost permissions yet: every user may do everything everywhere
+    def delete_user(self, request: Request, now: float, name: str) -> Response:
+        """The user and its permissions go; its connections are closed with 320 (RabbitMQ)."""
+        if name not in self.broker.users:
+            raise not_found()
+        self.broker.delete_user(name)
+        return Response(204)
+
+    def _permissions(
+        self, user: str | None = None, vhost: str | None = None
+    ) -> list[dict[str, Any]]:
         return [
-            {"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
-            for user in sorted(users)
-            for vhost in self.broker.vhosts
+            views.permission_json(u, v, permission)
+            for (u, v), permission in sorted(self.broker.permissions.items())
+            if (user is None or u == user) and (vhost is None or v == vhost)
         ]
 
     def permissions(self, request: Request, now: float) -> Response:
-        return self._listing(request, self._permissions(self.broker.users))
+        return self._listing(request, self._permissions())
 
     def user_permissions(self, request: Request, now: float, name: str) -> Response:
         if name not in self.broker.users:
             raise not_found()
-        return self._listing(request, self._permissions([name]))
+        return self._listing(request, self._permissions(user=name))
+
+    def vhost_permissions(self, request: Request, now: float, name: str) -> Response:
+        self._vhost(name)
+        return self._listing(request, self._permissions(vhost=name))
+
+    def permission(self, request: Request, now: float, vhost: str, user: str) -> Response:
+        permission = self.broker.permissions.get((user, vhost))
+        if permission is None:
+            raise not_found()
+        return self._one(request, views.permission_json(user, vhost, permission))
+
+    def put_permission(self, request: Request, now: float, vhost: str, user: str) -> Response:
+        """RabbitMQ's body: {"configure", "write", "read"}, each a regular expression."""
+        body = self._body(request)
+        self._require(body, "configure", "write", "read")
+        if vhost not in self.broker.vhosts or user not in self.broker.users:
+            raise bad_request("vhost_or_user_not_found")
+        existed = (user, vhost) in self.broker.permissions
+        try:
+            self.broker.set_permissions(user, vhost, body["configure"], body["write"], body["read"])
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+        return Response(204 if existed else 201)
+
+    def delete_permission(self, request: Request, now: float, vhost: str, user: str) -> Response:
+        if not self.broker.clear_permissions(user, vhost):
+            raise not_found()
+        return Response(204)
 
     # --- connections, channels, consumers --------------------------------------------------------
 
@@ -1211,11 +1273,14 @@ class ManagementAPI:
         if vhost_name is None:
             result["users"] = [self._user_json(n) for n in sorted(self.broker.users)]
             result["vhosts"] = [{"name": v.name} for v in vhosts]
-            result["permissions"] = self._permissions(self.broker.users)
+            result["permissions"] = self._permissions()
             result["topic_permissions"] = []
             result["parameters"] = []
             result["global_parameters"] = []
-        result["policies"] = []
+        # RabbitMQ keeps each policy's "vhost", even in one vhost's export
+        result["policies"] = [
+            views.policy_json(p) for v in vhosts for p in sorted(v.policies.values(), key=_name)
+        ]
         queues = []
         exchanges = []
         bindings = []
@@ -1272,22 +1337,18 @@ class ManagementAPI:
     def import_definitions(
         self, request: Request, now: float, vhost_name: str | None = None
     ) -> Response:
-        """Import RabbitMQ definitions: vhosts, users, exchanges, queues, bindings, additively
-        (as RabbitMQ does). Every item is checked first; nothing is applied if any is wrong."""
+        """Import RabbitMQ definitions: vhosts, users (with tags), permissions, policies,
+        exchanges, queues, bindings, additively (as RabbitMQ does). Every item is checked
+        first; nothing is applied if any is wrong."""
         body = self._body(request)
         broker = self.broker
         problems: list[str] = []
-        for section in ("vhosts", "users", "exchanges", "queues", "bindings", "policies"):
+        for section in DEFINITION_SECTIONS:
             value = body.get(section, [])
             if not isinstance(value, list) or not all(isinstance(i, dict) for i in value):
                 problems.append(f"'{section}' must be a list of objects")
         if problems:
             raise bad_request("; ".join(problems))
-        if body.get("policies"):
-            problems.append(
-                "policies are not supported yet: use queue arguments (x-message-ttl, "
-                "x-dead-letter-exchange, ...) instead"
-            )
         problems.extend(self._check_definitions(body, vhost_name))
         if problems:
             raise bad_request("; ".join(problems))
@@ -1295,10 +1356,24 @@ class ManagementAPI:
             for item in body.get("vhosts", []):
                 broker.add_vhost(str(item["name"]))
             for item in body.get("users", []):
+                tags = parse_tags(item.get("tags"))
                 if "password_hash" in item:
-                    broker.set_user(str(item["name"]), password_hash=str(item["password_hash"]))
+                    broker.set_user(
+                        str(item["name"]), password_hash=str(item["password_hash"]), tags=tags
+                    )
                 elif "password" in item:
-                    broker.set_user(str(item["name"]), str(item["password"]))
+                    broker.set_user(str(item["name"]), str(item["password"]), tags=tags)
+            for item in body.get("permissions", []):
+                broker.set_permissions(
+                    str(item["user"]),
+                    _item_vhost(item, vhost_name),
+                    item["configure"],
+                    item["write"],
+                    item["read"],
+                )
+            for item in body.get("policies", []):
+                policy_vhost = _item_vhost(item, vhost_name)
+                broker.set_policy(_policy_from_json(item, policy_vhost, str(item["name"])))
             for item in body.get("exchanges", []):
                 vhost = broker.vhosts[_item_vhost(item, vhost_name)]
                 _declare_exchange(vhost, str(item["name"]), item, durable=True)
@@ -1334,15 +1409,55 @@ class ManagementAPI:
             return _item_vhost(item, vhost_name)
 
         new_vhosts = {str(v.get("name")) for v in body.get("vhosts", [])}
+        new_users: set[str] = set()
         exchanges: set[tuple[str, str]] = set()  # what the document declares
         queues: set[tuple[str, str]] = set()
-        for kind in ("exchanges", "queues", "bindings"):
+        for kind in ("exchanges", "queues", "bindings", "policies", "permissions"):
             for item in body.get(kind, []):
                 if where(item) not in broker.vhosts and where(item) not in new_vhosts:
+                    name = item.get("name", item.get("source", item.get("user", "")))
                     problems.append(
-                        f"{kind[:-1]} {item.get('name', item.get('source', ''))!r}: no vhost "
-                        f"{where(item)!r}; declare it under 'vhosts'"
+                        f"{kind[:-1]} {name!r}: no vhost {where(item)!r}; declare it under 'vhosts'"
                     )
+        for item in body.get("users", []):
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                problems.append(f"user {name!r}: a user needs a name")
+                continue
+            new_users.add(name)
+            try:
+                parse_tags(item.get("tags"))
+            except HTTPError as error:
+                problems.append(f"user {name!r}: {error.reason}")
+            if not isinstance(item.get("password_hash", item.get("password", "")), str):
+                problems.append(f"user {name!r}: password_hash must be a string")
+        for item in body.get("permissions", []):
+            user, vhost = item.get("user"), where(item)
+            if user not in broker.users and user not in new_users:
+                problems.append(
+                    f"permission of {user!r} on vhost {vhost!r}: no user {user!r}; declare it "
+                    f"under 'users'"
+                )
+            missing = [key for key in ("configure", "write", "read") if key not in item]
+            if missing:
+                problems.append(
+                    f"permission of {user!r} on vhost {vhost!r}: missing {', '.join(missing)}"
+                )
+                continue
+            try:
+                Permission(item["configure"], item["write"], item["read"])
+            except ValueError as error:
+                problems.append(f"permission of {user!r} on vhost {vhost!r}: {error}")
+        for item in body.get("policies", []):
+            name, vhost = str(item.get("name", "")), where(item)
+            missing = [key for key in ("name", "pattern", "definition") if key not in item]
+            if missing:
+                problems.append(f"policy {name!r} in vhost {vhost!r}: missing {', '.join(missing)}")
+                continue
+            try:
+                validate_policy(_policy_from_json(item, vhost, name))
+            except ValueError as error:
+                problems.append(str(error))
         for item in body.get("exchanges", []):
             name, vhost = str(item.get("name", "")), where(item)
             exchanges.add((vhost, name))
@@ -1416,9 +1531,101 @@ class ManagementAPI:
                 problems.append(f"binding {source!r} -> {destination!r}: {error}")
         return problems
 
+    def _policies(self, vhost_name: str | None) -> list[Policy]:
+        return [p for v in self._vhosts(vhost_name) for p in v.policies.values()]
+
     def policies(self, request: Request, now: float, vhost_name: str | None = None) -> Response:
-        self._vhosts(vhost_name)
-        return Response.json([])
+        return self._listing(
+            request, [_policy_item(policy) for policy in self._policies(vhost_name)]
+        )
+
+    def policy(self, request: Request, now: float, vhost_name: str, name: str) -> Response:
+        policy = self._vhost(vhost_name).policies.get(name)
+        if policy is None:
+            raise not_found()
+        return self._one(request, _policy_item(policy))
+
+    def put_policy(self, request: Request, now: float, vhost_name: str, name: str) -> Response:
+        """RabbitMQ's body: {"pattern", "definition", "priority", "apply-to"}; the policy
+        applies at once to the queues and exchanges it matches."""
+        if vhost_name not in self.broker.vhosts:
+            raise HTTPError(404, "not_found", "vhost_not_found")
+        body = self._body(request)
+        self._require(body, "pattern", "definition")
+        existed = name in self.broker.vhosts[vhost_name].policies
+        try:
+            self.broker.set_policy(_policy_from_json(body, vhost_name, name))
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+        return Response(204 if existed else 201)
+
+    def delete_policy(self, request: Request, now: float, vhost_name: str, name: str) -> Response:
+        self._vhost(vhost_name)
+        if not self.broker.clear_policy(vhost_name, name):
+            raise not_found()
+        return Response(204)
+
+
+def parse_tags(value: Any) -> tuple[str, ...] | None:
+    """A user's tags from JSON, as RabbitMQ takes them: a comma-separated string ("a, b") or a
+    list of strings; None when absent (the tags stay as they are)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(tag.strip() for tag in value.split(",") if tag.strip())
+    if isinstance(value, list) and all(isinstance(tag, str) for tag in value):
+        return tuple(tag.strip() for tag in value if tag.strip())
+    raise bad_request(
+        f'tags must be a comma-separated string or a list of strings (e.g. "administrator" '
+        f'or ["management", "policymaker"]), not {value!r}'
+    )
+
+
+def _policy_item(policy: Policy) -> dict[str, Any]:
+    """A policy in the API: RabbitMQ's fields, and router's own ``ignored_keys`` when it has
+    definition keys accepted for compatibility that have no effect here."""
+    item = views.policy_json(policy)
+    if policy.ignored:  # only then, so the answer is RabbitMQ's otherwise
+        item["ignored_keys"] = list(policy.ignored)
+    return item
+
+
+def _policy_from_json(body: dict[str, Any], vhost: str, name: str) -> Policy:
+    """A Policy from RabbitMQ's JSON (PUT body or definitions item). ValueError if malformed."""
+    priority = body.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(
+            f"policy '{name}' in vhost '{vhost}': priority must be an integer, not {priority!r}"
+        )
+    definition = body.get("definition")
+    if not isinstance(definition, dict):
+        raise ValueError(
+            f"policy '{name}' in vhost '{vhost}': definition must be a JSON object, e.g. "
+            f'{{"message-ttl": 60000}}, not {definition!r}'
+        )
+    return Policy(
+        vhost,
+        name,
+        body.get("pattern"),  # type: ignore[arg-type]  # validate_policy says if not a string
+        body.get("apply-to", "all"),
+        priority,
+        definition,
+    )
+
+
+DEFINITION_SECTIONS = (
+    "vhosts",
+    "users",
+    "permissions",
+    "policies",
+    "exchanges",
+    "queues",
+    "bindings",
+)
+
+
+def _name(policy: Policy) -> str:
+    return policy.name
 
 
 def _item_vhost(item: dict[str, Any], vhost_name: str | None) -> str:

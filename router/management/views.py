@@ -18,6 +18,8 @@ from urllib.parse import quote_plus
 from router.amqp.properties import BasicProperties
 from router.amqp.tables import FieldArray, FieldTable
 from router.broker.exchanges.base import Binding, Exchange
+from router.broker.permissions import Permission
+from router.broker.policies import Policy
 from router.broker.queues import Queue
 from router.broker.stats import (
     CHANNEL_FIELDS,
@@ -160,8 +162,11 @@ def queue_json(
         "node": NODE,
         "state": "running",
         "type": "classic",
-        "policy": None,
-        "effective_policy_definition": {},
+        "policy": queue.policy.name if queue.policy is not None else None,
+        "operator_policy": None,
+        "effective_policy_definition": (
+            dict(queue.policy.definition) if queue.policy is not None else {}
+        ),
         "messages": ready + unacked,
         "messages_details": rate(depth[0] if depth else 0.0),
         "messages_ready": ready,
@@ -181,6 +186,8 @@ def queue_json(
         "dead_lettered": dict(stats.dead_lettered),
         "duplicates_dropped": stats.duplicates,
         "rejected_publishes": stats.rejected_publishes,
+        # what the queue runs on: its arguments combined with its policy (policies.py)
+        "effective_arguments": to_json(queue.effective_arguments),
     }
     if detail:
         result["consumer_details"] = [consumer_json(c) for c in queue.consumers()]
@@ -191,7 +198,7 @@ def queue_json(
 
 def exchange_json(exchange: Exchange, vhost: str, rates: Rates) -> dict[str, Any]:
     values = (exchange.published_in, exchange.routed_out, exchange.unroutable)
-    return {
+    result = {
         "name": exchange.name,
         "vhost": vhost,
         "type": exchange.TYPE,
@@ -201,6 +208,31 @@ def exchange_json(exchange: Exchange, vhost: str, rates: Rates) -> dict[str, Any
         "arguments": to_json(exchange.arguments),
         "message_stats": details(EXCHANGE_FIELDS, values, rates.rates("exchange", exchange)),
         "user_who_performed_action": "",
+    }
+    if exchange.policy is not None:  # RabbitMQ shows the field only when a policy applies
+        result["policy"] = exchange.policy.name
+    return result
+
+
+def policy_json(policy: Policy) -> dict[str, Any]:
+    """A policy as RabbitMQ's API and definitions show it."""
+    return {
+        "vhost": policy.vhost,
+        "name": policy.name,
+        "pattern": policy.pattern,
+        "apply-to": policy.apply_to,
+        "definition": dict(policy.definition),
+        "priority": policy.priority,
+    }
+
+
+def permission_json(user: str, vhost: str, permission: Permission) -> dict[str, Any]:
+    return {
+        "user": user,
+        "vhost": vhost,
+        "configure": permission.configure,
+        "write": permission.write,
+        "read": permission.read,
     }
 
 

@@ -1,7 +1,10 @@
 """Recovery: rebuild a broker's durable state from the store, before it accepts connections.
 
-Order: vhosts, users, exchanges, queues, bindings, deduplication caches, then each queue's
-messages in position order. Messages that had been delivered come back ready and redelivered;
+Order: vhosts, users (with their tags), permissions, policies, exchanges, queues, bindings,
+deduplication caches, then each queue's messages in position order. Policies come before the
+queues and exchanges, so each is declared with the policy in force. A user of the config file
+keeps the config's password, and its full permissions on the config's vhosts unless the store
+holds other permissions for it there (set at runtime). Messages that had been delivered come back ready and redelivered;
 after a crash (the store was not marked "stopped"), every message does, since a delivery made
 after the last batch was not recorded.
 Deadlines (TTL, scheduled delivery, retry backoff) were stored as Unix times and continue where
@@ -22,6 +25,8 @@ from router.amqp.tables import FieldTable, decode_table
 from router.broker.broker import Broker
 from router.broker.exchanges.base import Destination
 from router.broker.message import Message
+from router.broker.permissions import Permission
+from router.broker.policies import Policy
 from router.broker.queues import Queue
 from router.store.sqlite import PAGE_MIN_BODY, SQLiteStore
 
@@ -55,8 +60,17 @@ def restore(broker: Broker, store: SQLiteStore) -> Recovered:
         for name in snapshot.vhosts:
             broker.add_vhost(name)
             result.vhosts += 1
-        for name, password_hash in snapshot.users:
+        for name, password_hash, tags in snapshot.users:
             broker.users.setdefault(name, password_hash)  # the config file's password wins
+            broker.user_tags[name] = tags
+        for user, vhost_name, configure, write, read in snapshot.permissions:
+            if user in broker.users and vhost_name in broker.vhosts:
+                broker.permissions[(user, vhost_name)] = Permission(configure, write, read)
+        for vhost_name, name, pattern, apply_to, priority, definition in snapshot.policies:
+            try:
+                broker.set_policy(Policy(vhost_name, name, pattern, apply_to, priority, definition))
+            except ValueError as error:
+                log.warning("skipping a stored policy: %s", error)
         for vhost_name, name, type_, auto_delete, internal, arguments in snapshot.exchanges:
             vhost = broker.add_vhost(vhost_name)
             vhost.declare_exchange(

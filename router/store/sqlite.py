@@ -13,7 +13,8 @@ transaction.
 
 Layout of ``DATA_DIR``: ``router.db`` (+ ``-wal``, ``-shm``), and ``router.lock`` (an advisory
 lock held while a broker runs, with its pid). The database carries ``PRAGMA application_id`` and
-``user_version`` so that a foreign or newer file is refused with a message saying what to do.
+``user_version`` so that a foreign or newer file is refused with a message saying what to do, and
+an older one is migrated in place (``_migrate``, one transaction).
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ from router.broker.ports import Clock
 
 if TYPE_CHECKING:
     from router.broker.exchanges.base import Binding
+    from router.broker.permissions import Permission
+    from router.broker.policies import Policy
     from router.broker.queues import Queue
 
 APPLICATION_ID = 0x726F7574  # "rout"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: before users had tags and there were permissions and policies
 DB_NAME = "router.db"
 LOCK_NAME = "router.lock"
 SEQ_BITS = 40  # a message row's id: queue number << 40 | position in the queue
@@ -61,7 +64,15 @@ READ_AHEAD = 256  # bodies read per query when delivering paged messages
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE vhosts (name TEXT PRIMARY KEY);
-CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL);
+CREATE TABLE users (
+    name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, tags TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE permissions (
+    user TEXT NOT NULL, vhost TEXT NOT NULL,
+    configure TEXT NOT NULL, write TEXT NOT NULL, read TEXT NOT NULL,
+    PRIMARY KEY (user, vhost));
+CREATE TABLE policies (
+    vhost TEXT NOT NULL, name TEXT NOT NULL, pattern TEXT NOT NULL, apply_to TEXT NOT NULL,
+    priority INTEGER NOT NULL, definition TEXT NOT NULL, PRIMARY KEY (vhost, name));
 CREATE TABLE exchanges (
     vhost TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
     auto_delete INTEGER NOT NULL, internal INTEGER NOT NULL, arguments BLOB NOT NULL,
@@ -83,6 +94,23 @@ CREATE TABLE messages (
 CREATE TABLE dedup (
     vhost TEXT NOT NULL, exchange TEXT NOT NULL, key TEXT NOT NULL, n INTEGER NOT NULL,
     expires_at REAL, PRIMARY KEY (vhost, exchange, key));
+"""
+
+# Format 1 -> 2, in one transaction: users get tags; permissions and policies get tables. A
+# format-1 broker let every user do everything on every vhost, so every stored user keeps
+# that (".*" on every stored vhost, tag administrator): nothing stops working after an upgrade.
+MIGRATE_1_TO_2 = """
+ALTER TABLE users ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE permissions (
+    user TEXT NOT NULL, vhost TEXT NOT NULL,
+    configure TEXT NOT NULL, write TEXT NOT NULL, read TEXT NOT NULL,
+    PRIMARY KEY (user, vhost));
+CREATE TABLE policies (
+    vhost TEXT NOT NULL, name TEXT NOT NULL, pattern TEXT NOT NULL, apply_to TEXT NOT NULL,
+    priority INTEGER NOT NULL, definition TEXT NOT NULL, PRIMARY KEY (vhost, name));
+INSERT INTO permissions (user, vhost, configure, write, read)
+    SELECT users.name, vhosts.name, '.*', '.*', '.*' FROM users, vhosts;
+UPDATE users SET tags = '["administrator"]'
 """
 
 _INSERT_MESSAGE = (
@@ -139,7 +167,9 @@ class Snapshot:
     """Everything read back at start."""
 
     vhosts: list[str]
-    users: list[tuple[str, str]]
+    users: list[tuple[str, str, tuple[str, ...]]]  # name, password hash, tags
+    permissions: list[tuple[str, str, str, str, str]]  # user, vhost, configure, write, read
+    policies: list[tuple[str, str, str, str, int, dict[str, Any]]]  # RabbitMQ's policy fields
     exchanges: list[tuple[str, str, str, bool, bool, bytes]]
     queues: list[tuple[int, str, str, bool, bytes, int]]
     bindings: list[tuple[str, str, str, str, str, bytes]]
@@ -297,13 +327,49 @@ class SQLiteStore:
     def vhost_added(self, name: str) -> None:
         self._statement("INSERT OR IGNORE INTO vhosts (name) VALUES (?)", (name,))
 
-    def user_changed(self, name: str, password_hash: str | None) -> None:
+    def vhost_deleted(self, name: str) -> None:
+        # its queues (and their messages) were deleted one by one just before (queue_deleted)
+        for table in ("bindings", "exchanges", "queues", "dedup", "permissions", "policies"):
+            self._statement(f"DELETE FROM {table} WHERE vhost = ?", (name,))
+        self._statement("DELETE FROM vhosts WHERE name = ?", (name,))
+
+    def user_changed(
+        self, name: str, password_hash: str | None, tags: tuple[str, ...] = ()
+    ) -> None:
         if password_hash is None:
             self._statement("DELETE FROM users WHERE name = ?", (name,))
+            self._statement("DELETE FROM permissions WHERE user = ?", (name,))
         else:
             self._statement(
-                "INSERT OR REPLACE INTO users (name, password_hash) VALUES (?, ?)",
-                (name, password_hash),
+                "INSERT OR REPLACE INTO users (name, password_hash, tags) VALUES (?, ?, ?)",
+                (name, password_hash, json.dumps(list(tags))),
+            )
+
+    def permission_changed(self, user: str, vhost: str, permission: Permission | None) -> None:
+        if permission is None:
+            self._statement("DELETE FROM permissions WHERE user = ? AND vhost = ?", (user, vhost))
+        else:
+            self._statement(
+                "INSERT OR REPLACE INTO permissions (user, vhost, configure, write, read) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (user, vhost, permission.configure, permission.write, permission.read),
+            )
+
+    def policy_changed(self, vhost: str, name: str, policy: Policy | None) -> None:
+        if policy is None:
+            self._statement("DELETE FROM policies WHERE vhost = ? AND name = ?", (vhost, name))
+        else:
+            self._statement(
+                "INSERT OR REPLACE INTO policies (vhost, name, pattern, apply_to, priority, "
+                "definition) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    vhost,
+                    name,
+                    policy.pattern,
+                    policy.apply_to,
+                    policy.priority,
+                    json.dumps(policy.definition),
+                ),
             )
 
     def dedup_remembered(self, exchange: Exchange, key: str, expires_at: float | None) -> None:
@@ -479,7 +545,24 @@ class SQLiteStore:
         db = self._db
         return Snapshot(
             vhosts=[r[0] for r in db.execute("SELECT name FROM vhosts ORDER BY rowid")],
-            users=list(db.execute("SELECT name, password_hash FROM users ORDER BY rowid")),
+            users=[
+                (name, password_hash, tuple(json.loads(tags)))
+                for name, password_hash, tags in db.execute(
+                    "SELECT name, password_hash, tags FROM users ORDER BY rowid"
+                )
+            ],
+            permissions=list(
+                db.execute(
+                    "SELECT user, vhost, configure, write, read FROM permissions ORDER BY rowid"
+                )
+            ),
+            policies=[
+                (v, n, p, a, prio, json.loads(d))
+                for v, n, p, a, prio, d in db.execute(
+                    "SELECT vhost, name, pattern, apply_to, priority, definition FROM policies "
+                    "ORDER BY rowid"
+                )
+            ],
             exchanges=[
                 (v, n, t, bool(a), bool(i), args)
                 for v, n, t, a, i, args in db.execute(
@@ -652,6 +735,8 @@ def _open_database(path: Path) -> sqlite3.Connection:
             db.execute("COMMIT")
         else:
             db.execute("SELECT count(*) FROM messages").fetchone()
+            if version < FORMAT_VERSION:
+                _migrate(db, version)
     except sqlite3.DatabaseError as error:
         db.close()
         raise StoreError(
@@ -659,3 +744,19 @@ def _open_database(path: Path) -> sqlite3.Connection:
             f"move it away to start empty; router never deletes it."
         ) from None
     return db
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring a store written by an older router to ``FORMAT_VERSION``, in one transaction (a
+    failure leaves the file as it was)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if version < 2:
+            for statement in MIGRATE_1_TO_2.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

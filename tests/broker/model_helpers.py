@@ -65,6 +65,9 @@ class FakeClient:
         capabilities: dict[str, Any] | None = None,
         vhost: str = "/",
         now: float = 0.0,
+        user: str = "guest",
+        password: str = "guest",
+        expect_open: bool = True,
     ) -> None:
         self.broker = broker
         self.now = now
@@ -80,7 +83,10 @@ class FakeClient:
         assert isinstance(self.take()[-1].method, spec.ConnectionStart)
         self.send(
             method_frame(
-                0, spec.ConnectionStartOk(client_properties, "PLAIN", b"\x00guest\x00guest")
+                0,
+                spec.ConnectionStartOk(
+                    client_properties, "PLAIN", f"\x00{user}\x00{password}".encode()
+                ),
             )
         )
         assert isinstance(self.take()[-1].method, spec.ConnectionTune)
@@ -88,7 +94,8 @@ class FakeClient:
             method_frame(0, spec.ConnectionTuneOk(2047, 131072, 0)),
             method_frame(0, spec.ConnectionOpen(vhost)),
         )
-        assert isinstance(self.take()[-1].method, spec.ConnectionOpenOk)
+        if expect_open:
+            assert isinstance(self.take()[-1].method, spec.ConnectionOpenOk)
 
     # --- input to the session ------------------------------------------------------------------
 

@@ -1569,3 +1569,305 @@ def test_the_busiest_bindings_list_matched_counts_busiest_first(api, channel):
     busiest = api.get("/api/router/bindings").json()
     assert [(b["routing_key"], b["matched"]) for b in busiest] == [("#", 3), ("order.*", 2)]
     assert all(isinstance(b["matched_details"]["rate"], float) for b in busiest)
+
+
+# ---------------------------------------------------------------------------------------------
+# users' tags, deleting users and vhosts, permissions and policies (RabbitMQ 3.10's answers)
+
+
+def _amqp_as(running: RunningServer, user: str, password: str, vhost: str = "/"):
+    params = pika.ConnectionParameters(
+        "127.0.0.1",
+        running.port,
+        vhost,
+        pika.PlainCredentials(user, password),
+        connection_attempts=1,
+        socket_timeout=5,
+    )
+    return pika.BlockingConnection(params)
+
+
+def _closed_by_broker(connection: BlockingConnection) -> tuple[int, str]:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        try:
+            connection.process_data_events(time_limit=0.05)
+        except pika.exceptions.ConnectionClosedByBroker as closed:
+            return closed.reply_code, closed.reply_text
+    raise AssertionError("the broker did not close the connection")
+
+
+PERMISSION = {"configure": ".*", "write": ".*", "read": ".*"}
+
+
+def test_user_tags_given_as_a_comma_separated_string_are_listed(api):
+    api.put("/api/users/alice", {"password": "pw", "tags": "management, policymaker"})
+    assert api.get("/api/users/alice").json()["tags"] == ["management", "policymaker"]
+
+
+def test_user_tags_given_as_a_list_are_kept(api):
+    api.put("/api/users/alice", {"password": "pw", "tags": ["monitoring"]})
+    assert api.get("/api/users/alice").json()["tags"] == ["monitoring"]
+
+
+def test_a_user_put_without_tags_keeps_them(api):
+    api.put("/api/users/alice", {"password": "pw", "tags": "management"})
+    api.put("/api/users/alice", {"password": "new"})
+    assert api.get("/api/users/alice").json()["tags"] == ["management"]
+
+
+def test_tags_that_are_neither_a_string_nor_a_list_are_400(api):
+    reply = api.put("/api/users/alice", {"password": "pw", "tags": 5})
+    assert reply.status == 400
+    assert "tags must be a comma-separated string or a list" in reply.json()["reason"]
+
+
+def test_whoami_shows_the_users_own_tags(api):
+    api.put("/api/users/alice", {"password": "pw", "tags": "monitoring"})
+    assert api.get("/api/whoami", user="alice", password="pw").json() == {
+        "name": "alice",
+        "tags": ["monitoring"],
+    }
+
+
+def test_deleting_a_user_answers_204_and_then_404(api):
+    api.put("/api/users/alice", {"password": "pw", "tags": ""})
+    assert api.delete("/api/users/alice").status == 204
+    assert api.get("/api/users/alice").status == 404
+    assert api.delete("/api/users/alice").status == 404
+
+
+def test_deleting_a_user_closes_its_connections_with_320(api, running):
+    api.put("/api/users/alice", {"password": "pw", "tags": ""})
+    api.put("/api/permissions/%2F/alice", PERMISSION)
+    connection = _amqp_as(running, "alice", "pw")
+    api.delete("/api/users/alice")
+    assert _closed_by_broker(connection) == (320, "CONNECTION_FORCED - user 'alice' is deleted")
+
+
+def test_a_vhost_put_gives_its_creator_every_permission_on_it(api):
+    assert api.put("/api/vhosts/tenant").status == 201
+    assert api.get("/api/permissions/tenant/guest").json() == {
+        "user": "guest",
+        "vhost": "tenant",
+        **PERMISSION,
+    }
+
+
+def test_deleting_a_vhost_answers_204_and_then_404(api):
+    api.put("/api/vhosts/tenant")
+    assert api.delete("/api/vhosts/tenant").status == 204
+    assert api.get("/api/vhosts/tenant").status == 404
+    assert api.delete("/api/vhosts/tenant").status == 404
+
+
+def test_deleting_a_vhost_closes_its_connections_and_deletes_its_queues(api, running):
+    api.put("/api/vhosts/tenant")
+    connection = _amqp_as(running, "guest", "guest", "tenant")
+    connection.channel().queue_declare("q")
+    api.delete("/api/vhosts/tenant")
+    assert _closed_by_broker(connection) == (320, "CONNECTION_FORCED - vhost 'tenant' is deleted")
+    assert [q["name"] for q in api.get("/api/queues").json()] == []
+    assert api.get("/api/vhosts/tenant/permissions").status == 404
+
+
+def test_a_permission_put_creates_then_updates(api):
+    api.put("/api/users/alice", {"password": "pw", "tags": ""})
+    assert api.put("/api/permissions/%2F/alice", PERMISSION).status == 201
+    body = {"configure": "^a", "write": "^b", "read": "^c"}
+    assert api.put("/api/permissions/%2F/alice", body).status == 204
+    assert api.get("/api/permissions/%2F/alice").json() == {"user": "alice", "vhost": "/", **body}
+
+
+def test_permissions_are_listed_by_user_and_by_vhost(api):
+    api.put("/api/users/alice", {"password": "pw", "tags": ""})
+    api.put("/api/permissions/%2F/alice", PERMISSION)
+    alice = {"user": "alice", "vhost": "/", **PERMISSION}
+    guest = {"user": "guest", "vhost": "/", **PERMISSION}
+    assert api.get("/api/users/alice/permissions").json() == [alice]
+    assert api.get("/api/vhosts/%2F/permissions").json() == [alice, guest]
+    assert api.get("/api/permissions").json() == [alice, guest]
+
+
+def test_a_permission_for_an_unknown_user_is_400_as_rabbitmq_words_it(api):
+    reply = api.put("/api/permissions/%2F/nobody", PERMISSION)
+    assert (reply.status, reply.json()) == (
+        400,
+        {"error": "bad_request", "reason": "vhost_or_user_not_found"},
+    )
+
+
+def test_a_permission_missing_a_pattern_is_400_naming_it(api):
+    reply = api.put("/api/permissions/%2F/guest", {"configure": ".*"})
+    assert reply.json()["reason"] == "[{key_missing,write},{key_missing,read}]"
+
+
+def test_a_permission_that_is_not_a_regular_expression_is_400(api):
+    reply = api.put("/api/permissions/%2F/guest", {**PERMISSION, "read": "("})
+    assert reply.status == 400
+    assert "read '(' is not a valid regular expression" in reply.json()["reason"]
+
+
+def test_deleting_a_permission_answers_204_and_then_404(api):
+    assert api.delete("/api/permissions/%2F/guest").status == 204
+    assert api.get("/api/permissions/%2F/guest").status == 404
+    assert api.delete("/api/permissions/%2F/guest").status == 404
+
+
+def test_a_user_without_permission_on_the_vhost_is_refused_at_connection_open(api, running):
+    api.put("/api/users/alice", {"password": "pw", "tags": ""})
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as refused:
+        _amqp_as(running, "alice", "pw")
+    assert "NOT_ALLOWED - access to vhost '/' refused for user 'alice'" in str(refused.value)
+
+
+POLICY = {"pattern": "^q", "definition": {"max-length": 2}, "priority": 1, "apply-to": "queues"}
+
+
+def test_a_policy_put_creates_then_updates(api):
+    assert api.put("/api/policies/%2F/limit", POLICY).status == 201
+    assert api.put("/api/policies/%2F/limit", POLICY).status == 204
+
+
+def test_a_policy_is_shown_with_rabbitmqs_fields(api):
+    api.put("/api/policies/%2F/limit", POLICY)
+    expected = {
+        "vhost": "/",
+        "name": "limit",
+        "pattern": "^q",
+        "apply-to": "queues",
+        "definition": {"max-length": 2},
+        "priority": 1,
+    }
+    assert api.get("/api/policies/%2F/limit").json() == expected
+    assert api.get("/api/policies").json() == [expected]
+    assert api.get("/api/policies/%2F").json() == [expected]
+
+
+def test_a_policy_without_priority_and_apply_to_gets_rabbitmqs_defaults(api):
+    api.put("/api/policies/%2F/p", {"pattern": ".*", "definition": {"max-length": 2}})
+    policy = api.get("/api/policies/%2F/p").json()
+    assert (policy["priority"], policy["apply-to"]) == (0, "all")
+
+
+def test_a_policy_with_an_ignored_rabbitmq_key_lists_it(api):
+    api.put("/api/policies/%2F/ha", {"pattern": ".*", "definition": {"ha-mode": "all"}})
+    assert api.get("/api/policies/%2F/ha").json()["ignored_keys"] == ["ha-mode"]
+
+
+def test_a_policy_with_an_unknown_key_is_400_suggesting_the_known_one(api):
+    body = {"pattern": ".*", "definition": {"message_ttl": 10}}
+    reply = api.put("/api/policies/%2F/p", body)
+    assert reply.status == 400
+    assert reply.json()["error"] == "bad_request"
+    assert "did you mean 'message-ttl'?" in reply.json()["reason"]
+
+
+def test_a_policy_missing_its_pattern_is_400_naming_it(api):
+    reply = api.put("/api/policies/%2F/p", {"definition": {"max-length": 1}})
+    assert reply.json()["reason"] == "[{key_missing,pattern}]"
+
+
+def test_a_policy_on_a_missing_vhost_is_404_as_rabbitmq_answers(api):
+    reply = api.put("/api/policies/nowhere/p", POLICY)
+    assert (reply.status, reply.json()) == (
+        404,
+        {"error": "not_found", "reason": "vhost_not_found"},
+    )
+
+
+def test_deleting_a_policy_answers_204_and_then_404(api):
+    api.put("/api/policies/%2F/limit", POLICY)
+    assert api.delete("/api/policies/%2F/limit").status == 204
+    assert api.delete("/api/policies/%2F/limit").status == 404
+
+
+def test_a_queue_shows_its_policy_and_the_policys_definition(api, channel):
+    channel.queue_declare("q1")
+    api.put("/api/policies/%2F/limit", POLICY)
+    queue = api.get("/api/queues/%2F/q1").json()
+    assert queue["policy"] == "limit"
+    assert queue["operator_policy"] is None
+    assert queue["effective_policy_definition"] == {"max-length": 2}
+    assert queue["arguments"] == {}
+
+
+def test_a_queue_without_a_policy_shows_null_and_an_empty_definition(api, channel):
+    channel.queue_declare("q1")
+    queue = api.get("/api/queues/%2F/q1").json()
+    assert (queue["policy"], queue["effective_policy_definition"]) == (None, {})
+
+
+def test_a_policy_put_limits_an_existing_queue_at_once(api, channel):
+    channel.queue_declare("q1")
+    publish(channel, "q1", b"1", b"2", b"3", b"4")
+    api.put("/api/policies/%2F/limit", POLICY)
+    assert api.get("/api/queues/%2F/q1").json()["messages_ready"] == 2
+
+
+def test_an_exchange_shows_its_policy_only_when_one_applies(api, channel):
+    channel.exchange_declare("x1", "direct")
+    assert "policy" not in api.get("/api/exchanges/%2F/x1").json()
+    body = {"pattern": "^x", "definition": {"alternate-exchange": "ae"}, "apply-to": "exchanges"}
+    api.put("/api/policies/%2F/ae", body)
+    assert api.get("/api/exchanges/%2F/x1").json()["policy"] == "ae"
+
+
+def test_definitions_export_permissions_policies_and_user_tags(api):
+    api.put("/api/users/alice", {"password": "pw", "tags": "management"})
+    api.put("/api/permissions/%2F/alice", {"configure": "^a", "write": "^b", "read": "^c"})
+    api.put("/api/policies/%2F/limit", POLICY)
+    definitions = api.get("/api/definitions").json()
+    assert {"user": "alice", "vhost": "/", "configure": "^a", "write": "^b", "read": "^c"} in (
+        definitions["permissions"]
+    )
+    assert [u["tags"] for u in definitions["users"] if u["name"] == "alice"] == [["management"]]
+    assert definitions["policies"] == [{"vhost": "/", "name": "limit", **_rabbit(POLICY)}]
+
+
+def _rabbit(policy: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "pattern": policy["pattern"],
+        "apply-to": policy["apply-to"],
+        "definition": policy["definition"],
+        "priority": policy["priority"],
+    }
+
+
+def test_importing_definitions_creates_permissions_policies_and_tags(api):
+    document = {
+        **SAMPLE_DEFINITIONS,
+        "users": [{**SAMPLE_DEFINITIONS["users"][0], "tags": "management,policymaker"}],
+        "permissions": [
+            {"user": "alice", "vhost": "/", "configure": "^a", "write": "^b", "read": "^c"}
+        ],
+        "policies": [{"vhost": "/", "name": "limit", **_rabbit(POLICY)}],
+    }
+    assert api.post("/api/definitions", document).status == 204
+    assert api.get("/api/users/alice").json()["tags"] == ["management", "policymaker"]
+    assert api.get("/api/permissions/%2F/alice").json()["configure"] == "^a"
+    assert api.get("/api/queues/%2F/q1").json()["policy"] == "limit"
+
+
+def test_a_definitions_import_with_a_bad_policy_applies_nothing(api):
+    document = {
+        "exchanges": [{"name": "ex-new", "vhost": "/", "type": "direct"}],
+        "policies": [
+            {"vhost": "/", "name": "p", "pattern": ".*", "definition": {"max-priority": 10}}
+        ],
+    }
+    reply = api.post("/api/definitions", document)
+    assert reply.status == 400
+    assert "max-priority cannot be set by a policy" in reply.json()["reason"]
+    assert api.get("/api/exchanges/%2F/ex-new").status == 404
+
+
+def test_a_definitions_import_with_a_permission_for_an_unknown_user_applies_nothing(api):
+    document = {
+        "vhosts": [{"name": "tenant"}],
+        "permissions": [{"user": "nobody", "vhost": "tenant", **PERMISSION}],
+    }
+    reply = api.post("/api/definitions", document)
+    assert reply.status == 400
+    assert "no user 'nobody'; declare it under 'users'" in reply.json()["reason"]
+    assert api.get("/api/vhosts/tenant").status == 404

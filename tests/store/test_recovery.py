@@ -24,6 +24,8 @@ from router.amqp.properties import BasicProperties, decode_properties, scan
 from router.amqp.tables import FieldArray, FieldTable
 from router.broker.broker import Broker, BrokerConfig
 from router.broker.message import Message, QueuedMessage
+from router.broker.permissions import Permission
+from router.broker.policies import Policy
 from router.broker.ports import Clock, CountingIds
 from router.broker.queues import Queue
 from router.broker.vhost import VirtualHost
@@ -358,6 +360,7 @@ def test_a_binding_removed_before_the_restart_does_not_come_back(start: Start):
 def test_vhosts_come_back_with_their_own_exchanges_queues_and_messages(start: Start):
     run = start()
     tenant = run.broker.add_vhost("tenant")
+    run.broker.set_permissions("guest", "tenant", ".*", ".*", ".*")  # stored, like the rest
     tenant.declare_exchange("x", "direct", durable=True)
     durable_queue(tenant, "q")
     tenant.bind_queue("x", "q", "k", FieldTable(), None)
@@ -924,3 +927,91 @@ def test_after_a_crash_every_recovered_message_is_marked_redelivered(start: Star
     assert [e.redelivered for e in run.queue("q").ready_messages()] == [True, True]
     run = start()  # this run was not stopped cleanly either... but marks itself stopped now
     assert [e.redelivered for e in run.queue("q").ready_messages()] == [True, True]
+
+
+# --- permissions, policies, user tags, deleted users and vhosts -----------------------------------
+
+
+def test_user_tags_and_permissions_come_back(start: Start):
+    run = start()
+    run.broker.set_user("alice", "secret", tags=("management",))
+    run.broker.set_permissions("alice", "/", "^a", "^b", "^c")
+    run.flush()
+    run = start()
+    assert run.broker.user_tags["alice"] == ("management",)
+    assert run.broker.permissions[("alice", "/")] == Permission("^a", "^b", "^c")
+
+
+def test_a_recovered_permission_is_enforced_on_connections(start: Start):
+    run = start()
+    run.broker.set_user("alice", "secret")
+    run.broker.set_permissions("alice", "/", "", "", "")
+    run.flush()
+    run = start()
+    client = FakeClient(run.broker, user="alice", password="secret")
+    client.open_channel(1)
+    client.call(1, spec.QueueDeclare(queue="q"))
+    close = client.channel_close(1)
+    assert close is not None and close.reply_code == 403
+
+
+def test_a_policy_comes_back_and_applies_to_the_recovered_queue(start: Start):
+    run = start()
+    durable_queue(run.vhost, "q")
+    run.broker.set_policy(Policy("/", "limit", "^q$", "queues", 0, {"max-length": 2}))
+    run.flush()
+    run = start()
+    policy = run.vhost.policies["limit"]
+    assert policy.definition == {"max-length": 2}
+    assert run.queue("q").policy is policy
+    assert run.queue("q").options.max_length == 2
+
+
+def test_a_cleared_policy_stays_cleared(start: Start):
+    run = start()
+    run.broker.set_policy(Policy("/", "limit", "^q$", "queues", 0, {"max-length": 2}))
+    run.flush()
+    run.broker.clear_policy("/", "limit")
+    run.flush()
+    run = start()
+    assert run.vhost.policies == {}
+
+
+def test_a_deleted_user_stays_deleted_with_its_permissions(start: Start):
+    run = start()
+    run.broker.set_user("alice", "secret")
+    run.broker.set_permissions("alice", "/", ".*", ".*", ".*")
+    run.flush()
+    run.broker.delete_user("alice")
+    run.flush()
+    run = start()
+    assert "alice" not in run.broker.users
+    assert ("alice", "/") not in run.broker.permissions
+
+
+def test_a_deleted_vhost_stays_deleted_with_its_queues_and_messages(start: Start):
+    run = start()
+    tenant = run.broker.add_vhost("tenant")
+    durable_queue(tenant, "q")
+    publish(tenant, persistent())
+    run.flush()
+    run.broker.delete_vhost("tenant")
+    run.flush()
+    run = start()
+    assert set(run.broker.vhosts) == {"/"}
+    assert run.store.count_messages() == 0
+
+
+def test_a_settings_user_keeps_every_permission_on_settings_vhosts_after_a_restart(start: Start):
+    start()
+    run = start()
+    assert run.broker.permissions[("guest", "/")] == Permission(".*", ".*", ".*")
+    assert run.broker.user_tags["guest"] == ("administrator",)
+
+
+def test_permissions_set_at_runtime_for_a_settings_user_win_over_the_default(start: Start):
+    run = start()
+    run.broker.set_permissions("guest", "/", "^mine", "^mine", "^mine")
+    run.flush()
+    run = start()
+    assert run.broker.permissions[("guest", "/")] == Permission("^mine", "^mine", "^mine")

@@ -27,6 +27,7 @@ from router.amqp.properties import BasicProperties, scan
 from router.amqp.tables import FieldArray, FieldTable
 from router.broker.broker import Broker, BrokerConfig
 from router.broker.message import Message
+from router.broker.policies import Policy
 from router.broker.ports import Clock, CountingIds
 from router.broker.queues import Queue
 from router.broker.vhost import VirtualHost
@@ -1017,3 +1018,111 @@ def test_an_unused_field_array_argument_is_stored_as_given(
     flush(broker, store)
     ((raw,),) = query(store, "SELECT arguments FROM exchanges")
     assert b"x-custom" in raw and b"two" in raw
+
+
+# --- permissions, policies, user tags; format 1 -> 2 ----------------------------------------------
+
+# the schema a format-1 router (before permissions, policies and user tags) created
+FORMAT_1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE vhosts (name TEXT PRIMARY KEY);
+CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL);
+CREATE TABLE exchanges (
+    vhost TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
+    auto_delete INTEGER NOT NULL, internal INTEGER NOT NULL, arguments BLOB NOT NULL,
+    PRIMARY KEY (vhost, name));
+CREATE TABLE queues (
+    id INTEGER PRIMARY KEY, vhost TEXT NOT NULL, name TEXT NOT NULL,
+    auto_delete INTEGER NOT NULL, arguments BLOB NOT NULL,
+    redelivered_upto INTEGER NOT NULL DEFAULT 0, UNIQUE (vhost, name));
+CREATE TABLE bindings (
+    vhost TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL, destination TEXT NOT NULL,
+    routing_key TEXT NOT NULL, arguments BLOB NOT NULL,
+    PRIMARY KEY (vhost, source, kind, destination, routing_key, arguments));
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    level INTEGER NOT NULL, delivery_count INTEGER NOT NULL,
+    available_at REAL, expires_at REAL,
+    exchange TEXT NOT NULL, routing_key TEXT NOT NULL, keys TEXT,
+    properties BLOB NOT NULL, body BLOB NOT NULL);
+CREATE TABLE dedup (
+    vhost TEXT NOT NULL, exchange TEXT NOT NULL, key TEXT NOT NULL, n INTEGER NOT NULL,
+    expires_at REAL, PRIMARY KEY (vhost, exchange, key));
+"""
+
+
+def _format_1_store(data_dir: Path) -> None:
+    data_dir.mkdir()
+    with contextlib.closing(sqlite3.connect(data_dir / DB_NAME)) as db:
+        db.executescript(FORMAT_1_SCHEMA)
+        db.execute("INSERT INTO vhosts (name) VALUES ('/'), ('tenant')")
+        db.execute("INSERT INTO users (name, password_hash) VALUES ('alice', 'aGFzaA==')")
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+
+
+def test_a_format_1_store_is_upgraded_in_place_to_the_current_format(data_dir: Path, clock: Clock):
+    _format_1_store(data_dir)
+    store = open_store(data_dir, clock)
+    try:
+        assert query(store, "PRAGMA user_version") == [(FORMAT_VERSION,)]
+        assert store.snapshot().policies == []
+    finally:
+        store.close()
+
+
+def test_an_upgraded_store_keeps_every_stored_user_able_to_do_everything(
+    data_dir: Path, clock: Clock
+):
+    _format_1_store(data_dir)
+    store = open_store(data_dir, clock)
+    try:
+        snapshot = store.snapshot()
+        assert snapshot.users == [("alice", "aGFzaA==", ("administrator",))]
+        assert sorted(snapshot.permissions) == [
+            ("alice", "/", ".*", ".*", ".*"),
+            ("alice", "tenant", ".*", ".*", ".*"),
+        ]
+    finally:
+        store.close()
+
+
+def test_user_tags_permissions_and_policies_are_recorded(broker: Broker, store: SQLiteStore):
+    broker.set_user("alice", "secret", tags=("management", "policymaker"))
+    broker.set_permissions("alice", "/", "^a", "^b", "^c")
+    broker.set_policy(Policy("/", "ttl", "^q", "queues", 3, {"message-ttl": 1000}))
+    flush(broker, store)
+    snapshot = store.snapshot()
+    assert ("alice", broker.users["alice"], ("management", "policymaker")) in snapshot.users
+    assert ("alice", "/", "^a", "^b", "^c") in snapshot.permissions
+    assert snapshot.policies == [("/", "ttl", "^q", "queues", 3, {"message-ttl": 1000})]
+
+
+def test_a_cleared_permission_and_policy_leave_no_row(broker: Broker, store: SQLiteStore):
+    broker.set_user("alice", "secret")
+    broker.set_permissions("alice", "/", ".*", ".*", ".*")
+    broker.set_policy(Policy("/", "ttl", "^q", "queues", 0, {"message-ttl": 1000}))
+    flush(broker, store)
+    broker.clear_permissions("alice", "/")
+    broker.clear_policy("/", "ttl")
+    flush(broker, store)
+    assert query(store, "SELECT * FROM permissions WHERE user = 'alice'") == []
+    assert query(store, "SELECT * FROM policies") == []
+
+
+def test_a_deleted_vhost_leaves_no_row_of_its_own(broker: Broker, store: SQLiteStore):
+    tenant = broker.add_vhost("tenant")
+    broker.set_permissions("guest", "tenant", ".*", ".*", ".*")
+    broker.set_policy(Policy("tenant", "p", ".*", "all", 0, {"max-length": 1}))
+    tenant.declare_exchange("x", "direct", durable=True)
+    durable_queue(tenant, "q")
+    tenant.bind_queue("x", "q", "k", FieldTable(), None)
+    publish(tenant, persistent(exchange="x", routing_key="k"))
+    flush(broker, store)
+    broker.delete_vhost("tenant")
+    flush(broker, store)
+    for table in ("exchanges", "queues", "bindings", "permissions", "policies"):
+        assert query(store, f"SELECT count(*) FROM {table} WHERE vhost = 'tenant'") == [(0,)]
+    assert query(store, "SELECT count(*) FROM messages") == [(0,)]
+    assert query(store, "SELECT name FROM vhosts") == [("/",)]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar, Union
 
 from router.amqp.tables import FieldTable, encode_table
 from router.broker.message import Message
+from router.broker.policies import Policy, effective_alternate_exchange
 
 if TYPE_CHECKING:
     from router.broker.queues import Queue
@@ -116,10 +117,9 @@ class Exchange:
         self.arguments = arguments if arguments is not None else FieldTable()
         self.bindings: dict[tuple[int, str, bytes], Binding] = {}
         self.exchange_bindings = 0  # bindings whose destination is an exchange
-        alternate = self.arguments.get("alternate-exchange")
-        if isinstance(alternate, bytes):
-            alternate = alternate.decode("utf-8", "replace")
-        self.alternate_exchange: str | None = alternate if isinstance(alternate, str) else None
+        # the policy in force (policies.py); the alternate exchange may come from it
+        self.policy: Policy | None = None
+        self.alternate_exchange = effective_alternate_exchange(self.arguments, None)
         self.dedup: DedupCache | None = None
         if self.arguments.get("x-message-deduplication") is True:
             size = self.arguments.get("x-cache-size")
@@ -134,6 +134,12 @@ class Exchange:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    def apply_policy(self, policy: Policy | None) -> None:
+        """A policy now applies to the exchange (None: none does): ``alternate-exchange`` is
+        taken from it unless the exchange was declared with one."""
+        self.policy = policy
+        self.alternate_exchange = effective_alternate_exchange(self.arguments, policy)
 
     def validate_binding(self, routing_key: str, arguments: FieldTable) -> None:
         """Raise a ChannelError when a binding's key or arguments make no sense for this type."""
