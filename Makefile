@@ -21,7 +21,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed
 	mkdir -p var/router
-	$(BIN)/router serve --config config/router.yaml --host $(HOST) --port $(PORT)
+	$(BIN)/router serve --config config/router.yaml --topology config/topology.yaml --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check router tests

@@ -1,4 +1,4 @@
-"""Command line: ``router serve`` and ``router bench``."""
+"""Command line: ``router serve``, ``router topology``, ``router dashboard`` and ``router bench``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import time
+from typing import Any
 
 from router import __version__
 from router.config import ConfigError, Settings, load_settings
@@ -64,11 +65,26 @@ def _build_parser() -> argparse.ArgumentParser:
         help="log lines as text (default) or one JSON object per line",
     )
     serve.add_argument(
+        "--topology",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="topology files or directories to apply before listening (and again on SIGHUP)",
+    )
+    serve.add_argument(
         "--in-memory",
         action="store_true",
         help="keep nothing on disk: durable things are lost at exit (tests, benchmarks)",
     )
 
+    topology = sub.add_parser(
+        "topology",
+        help="topology as code: validate, plan, apply and export YAML topology files",
+        description="Topology as code (docs/topology.md).",
+    )
+    from router.topology.commands import add_arguments as add_topology_arguments
+
+    add_topology_arguments(topology)
     dashboard = sub.add_parser(
         "dashboard", help="live view of a broker's routing, queues and rates (management API)"
     )
@@ -104,12 +120,17 @@ def main(argv: list[str] | None = None) -> int:
                     "management": False if args.no_management else None,
                     "prometheus_port": args.prometheus_port,
                     "log_format": args.log_format,
+                    "topology": args.topology,
                 },
             )
         except ConfigError as error:
             print(f"router: {error}", file=sys.stderr)
             return 2
         return serve(settings, in_memory=args.in_memory)
+    if args.command == "topology":
+        from router.topology.commands import run as run_topology
+
+        return run_topology(args)
     if args.command == "dashboard":
         from router.dashboard.app import run as run_dashboard
 
@@ -153,6 +174,22 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
         log.warning("could not read or raise the limit of open files (one per connection)")
     else:
         log.info("file descriptor limit %d (one per connection)", fd_limit)
+    if settings.topology:
+        # bad files stop the start before anything is opened
+        from router.topology import load as load_topology
+
+        _, problems = load_topology(list(settings.topology))
+        for problem in problems:
+            (log.warning if problem.warning else log.error)(
+                "topology: %s", str(problem).replace("\n    ", " — ")
+            )
+        if any(not p.warning for p in problems):
+            log.error(
+                "cannot start: the topology files have errors (above); check them with "
+                "'router topology validate %s'",
+                " ".join(settings.topology),
+            )
+            return 1
     clock = Clock()
     store: SQLiteStore | None = None
     if not in_memory:
@@ -194,6 +231,11 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
     async def run() -> None:
         clock.now = trio.current_time()
         clock.wall_offset = time.time() - clock.now
+        # signals are caught from the start: a SIGHUP right after "listening" must not kill
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            await serve_until_signalled(signals)
+
+    async def serve_until_signalled(signals: Any) -> None:
         async with trio.open_nursery() as nursery:
             if flusher is not None:
                 recovered = restore(broker, flusher.store)
@@ -208,6 +250,8 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
                     recovered.messages,
                 )
                 await nursery.start(flusher.run)
+            if settings.topology and not _apply_topology(broker, settings.topology, log):
+                raise SystemExit(1)
             if monitor is not None:
                 nursery.start_soon(monitor.run)
             try:
@@ -235,13 +279,19 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
                     settings.management_port,
                 )
                 raise SystemExit(1) from None
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info(
-                        "%s received: closing connections (320) and stopping",
-                        signal.Signals(signum).name,
-                    )
-                    break
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if settings.topology:
+                        log.info("SIGHUP: applying the topology files again")
+                        _apply_topology(broker, settings.topology, log)
+                    else:
+                        log.info("SIGHUP: no topology files to apply (serve --topology)")
+                    continue
+                log.info(
+                    "%s received: closing connections (320) and stopping",
+                    signal.Signals(signum).name,
+                )
+                break
             await server.shutdown()
             if flusher is not None:
                 await flusher.stop_cleanly()
@@ -263,6 +313,25 @@ def serve(settings: Settings, *, in_memory: bool = False) -> int:
             store.close()
     log.info("stopped")
     return 0
+
+
+def _apply_topology(broker: Any, files: tuple[str, ...], log: logging.Logger) -> bool:
+    """Make the broker match the topology files; log what changed or why nothing did."""
+    from router.topology import apply_to_broker
+
+    result = apply_to_broker(broker, list(files))
+    for line in result.lines():
+        log.warning("topology: %s", line)
+    if not result.ok:
+        log.error(
+            "topology not applied: %s; fix the files (router topology validate/plan shows "
+            "the same) and send SIGHUP, or restart",
+            "the files have errors" if result.plan is None else "see the lines above",
+        )
+        return False
+    assert result.plan is not None
+    log.info("topology %s: %s", " ".join(files), result.plan.summary())
+    return True
 
 
 def _whole(value: float | None) -> float | int | None:

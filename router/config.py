@@ -43,6 +43,8 @@ class Settings:
     prometheus_port: int | None = None
     # "text" (one readable line per event) or "json" (one JSON object per line)
     log_format: str = "text"
+    # topology files or directories applied before listening and on SIGHUP (docs/topology.md)
+    topology: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,6 +74,11 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{where}: expected a mapping of settings at the top level")
         values.update(loaded)
+    if isinstance(values.get("topology"), (str, list)) and path is not None:
+        # paths in the settings file are relative to the file, so it works from any directory
+        base = Path(path).parent
+        names = [values["topology"]] if isinstance(values["topology"], str) else values["topology"]
+        values["topology"] = [str(base / n) if isinstance(n, str) else n for n in names]
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
@@ -116,6 +123,14 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
                     f"{', '.join(LOG_FORMATS)}"
                 )
             changes[key] = value
+        elif key == "topology":
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ConfigError(
+                    f"{where}: key 'topology': found {value!r}, expected a file or directory "
+                    f"name, or a list of them, e.g. topology: topology.yaml"
+                )
+            changes["topology"] = tuple(names)
         elif key == "users":
             if not isinstance(value, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -137,6 +152,7 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
                         *_STRS,
                         "users",
                         "vhosts",
+                        "topology",
                         "memory_high_watermark",
                         "management",
                         "log_format",

@@ -269,3 +269,22 @@ def test_amqp_and_broker_have_no_catch_all_except() -> None:
         if isinstance(node, ast.ExceptHandler) and catches_all(node)
     ]
     assert not violations, report(violations)
+
+
+def test_topology_imports_broker_amqp_stdlib_and_yaml_and_only_its_commands_import_rich() -> None:
+    def allowed(module: Module, name: str) -> bool:
+        if in_package(name, "router"):
+            return name == "router" or any(
+                in_package(name, p) for p in ("router.amqp", "router.broker", "router.topology")
+            )
+        if top_level(name) == "rich":
+            return module.name == "router.topology.commands"
+        return top_level(name) in STDLIB or top_level(name) == "yaml"
+
+    violations = [
+        f"{m.where}:{i.line} imports {i.module}"
+        for m in modules_in("router.topology")
+        for i in imports_of(m)
+        if not allowed(m, i.module)
+    ]
+    assert not violations, report(violations)

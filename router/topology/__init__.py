@@ -103,7 +103,15 @@ def apply_to_broker(broker: Broker, paths: list[str]) -> Applied:
 def merge(into: Topology, extra: Topology, file: str) -> list[Problem]:
     """Add ``extra``'s items to ``into``; an item declared in both is a problem."""
     problems = []
-    for section in ("vhosts", "users", "permissions", "policies", "exchanges", "queues", "bindings"):
+    for section in (
+        "vhosts",
+        "users",
+        "permissions",
+        "policies",
+        "exchanges",
+        "queues",
+        "bindings",
+    ):
         target = getattr(into, section)
         for key, spec in getattr(extra, section).items():
             if key in target:

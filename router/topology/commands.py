@@ -1,4 +1,4 @@
-"""``router topology validate | plan | apply | export | convert | hash-password``.
+"""``router topology validate | plan | apply | export | convert | json-schema | hash-password``.
 
 Exit codes: 0 done (or nothing to do), 1 the files or the plan have problems (nothing applied),
 2 usage or a broker that cannot be reached.
@@ -107,6 +107,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output format (default: yaml for .json input, rabbitmq otherwise)",
     )
     convert.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
+    schema = sub.add_parser(
+        "json-schema", help="write the JSON Schema of topology files (editor completion)"
+    )
+    schema.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
     hashing = sub.add_parser(
         "hash-password", help="make a password_hash for a topology file (asks if not given)"
     )
@@ -121,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         return _hash_password(args)
     if command == "export":
         return _export(args, errors)
+    if command == "json-schema":
+        from router.topology.jsonschema import json_schema
+
+        return _write(args.output, json.dumps(json_schema(), indent=2) + "\n")
     topology, problems = load(args.files)
     failed = _report(problems, errors)
     if failed:
@@ -161,7 +169,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
         target.apply(result.steps())
         after, _ = target.current()
-        check = plan(topology, after, prune=args.prune, force=True, recreate=True)
+        check = plan(
+            topology,
+            after,
+            prune=args.prune,
+            force=True,
+            recreate=True,
+            keep_users=frozenset({args.user}),
+        )
         console.print(f"[green]applied[/]: {result.summary()}")
         if not check.empty:
             errors.print(

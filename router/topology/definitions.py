@@ -88,13 +88,22 @@ def _yaml_form(section: str, item: dict[str, Any]) -> dict[str, Any]:
             result["hashing_algorithm"] = item["hashing_algorithm"]
         return result
     if section == "policies":
-        result = {k: item[k] for k in ("name", "vhost", "pattern", "priority", "definition")
-                  if k in item}
+        result = {
+            k: item[k] for k in ("name", "vhost", "pattern", "priority", "definition") if k in item
+        }
         if "apply-to" in item:
             result["apply_to"] = item["apply-to"]
         return result
     if section == "exchanges":
-        keys = ("name", "vhost", "type", "durable", "auto_delete", "internal", "arguments")
+        keys: tuple[str, ...] = (
+            "name",
+            "vhost",
+            "type",
+            "durable",
+            "auto_delete",
+            "internal",
+            "arguments",
+        )
         return {k: item[k] for k in keys if k in item and item[k] != {}}
     if section == "queues":
         keys = ("name", "vhost", "durable", "auto_delete", "arguments")
@@ -139,8 +148,22 @@ def from_definitions(
             result.append(_yaml_form(section, item))
         if result:
             converted[section] = result
+    if vhost is not None and vhost != DEFAULT_VHOST and "vhosts" not in document:
+        # a single-vhost export (GET /api/definitions/{vhost}) names no vhosts: its items
+        # refer to the one it came from, so declare it rather than report it undeclared
+        converted["vhosts"] = [{"name": vhost}]
     for section in IGNORED_SECTIONS:
-        if document.get(section):
+        items = document.get(section)
+        if section == "global_parameters" and isinstance(items, list):
+            # every RabbitMQ export has its cluster's id here; nothing to carry over
+            items = [
+                i
+                for i in items
+                if not (
+                    isinstance(i, dict) and i.get("name") in ("internal_cluster_id", "cluster_name")
+                )
+            ]
+        if items:
             problems.append(
                 Problem(
                     where,

@@ -85,10 +85,20 @@ class Plan:
         deletions.sort(key=lambda c: -KINDS.index(c.kind))
         creations.sort(key=lambda c: KINDS.index(c.kind))
         return [
-            *(Change(DELETE, c.kind, c.vhost, c.name, c.detail, None, c.current) for c in deletions),
             *(
-                Change(CREATE if c.action == RECREATE else c.action, c.kind, c.vhost, c.name,
-                       c.detail, c.desired, c.current)
+                Change(DELETE, c.kind, c.vhost, c.name, c.detail, None, c.current)
+                for c in deletions
+            ),
+            *(
+                Change(
+                    CREATE if c.action == RECREATE else c.action,
+                    c.kind,
+                    c.vhost,
+                    c.name,
+                    c.detail,
+                    c.desired,
+                    c.current,
+                )
                 for c in creations
             ),
         ]
@@ -118,6 +128,10 @@ def _shown(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(value) + "]"
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def _messages(count: int) -> str:
+    return "1 message" if count == 1 else f"{count} messages"
 
 
 def binding_name(binding: BindingSpec) -> str:
@@ -156,13 +170,13 @@ def plan(
 
     # vhosts
     gone_vhosts: set[str] = set()
-    for name, spec in desired.vhosts.items():
+    for name, vhost_spec in desired.vhosts.items():
         if name in current.vhosts:
             result.unchanged += 1
         else:
-            changes.append(Change(CREATE, "vhost", name, name, desired=spec))
+            changes.append(Change(CREATE, "vhost", name, name, desired=vhost_spec))
     if prune:
-        for name, spec in current.vhosts.items():
+        for name, vhost_spec in current.vhosts.items():
             if name in desired.vhosts or name == DEFAULT_VHOST:
                 continue
             count = sum(n for (v, _), n in messages.items() if v == name)
@@ -173,14 +187,16 @@ def plan(
                         "vhost",
                         name,
                         name,
-                        f"its queues hold {count} messages; drain them, or add --force to "
+                        f"its queues hold {_messages(count)}; drain them, or add --force to "
                         "delete them with the vhost",
-                        current=spec,
+                        current=vhost_spec,
                     )
                 )
                 continue
             gone_vhosts.add(name)
-            changes.append(Change(DELETE, "vhost", name, name, "not in the files", current=spec))
+            changes.append(
+                Change(DELETE, "vhost", name, name, "not in the files", current=vhost_spec)
+            )
 
     def pruned(vhost: str) -> bool:
         return vhost in gone_vhosts  # deleted with its vhost: no change of its own
@@ -205,49 +221,79 @@ def plan(
                 changes.append(Change(DELETE, "user", "", name, "not in the files", current=have))
 
     # permissions and policies change in place
-    for kind, wanted, existing, fields in (
+    Specs = dict[tuple[str, str], Any]  # permissions or policies, by identity
+    in_place: list[tuple[str, Specs, Specs, tuple[str, ...]]] = [
         ("permission", desired.permissions, current.permissions, ("configure", "write", "read")),
-        ("policy", desired.policies, current.policies,
-         ("pattern", "apply_to", "priority", "definition")),
-    ):
-        for key, spec in wanted.items():
-            have = existing.get(key)
+        (
+            "policy",
+            desired.policies,
+            current.policies,
+            ("pattern", "apply_to", "priority", "definition"),
+        ),
+    ]
+    for kind, wanted, existing, fields in in_place:
+        for key, want_item in wanted.items():
+            have_item = existing.get(key)
             name = key[1] if kind == "policy" else key[0]
-            if have is None:
-                changes.append(Change(CREATE, kind, spec.vhost, name, desired=spec))
-            elif have != spec:
-                detail = "; ".join(_differences(spec, have, fields))
-                changes.append(Change(UPDATE, kind, spec.vhost, name, detail, spec, have))
+            if have_item is None:
+                changes.append(Change(CREATE, kind, want_item.vhost, name, desired=want_item))
+            elif have_item != want_item:
+                detail = "; ".join(_differences(want_item, have_item, fields))
+                changes.append(
+                    Change(UPDATE, kind, want_item.vhost, name, detail, want_item, have_item)
+                )
             else:
                 result.unchanged += 1
         if prune:
-            for key, have in existing.items():
-                if key not in wanted and not pruned(have.vhost) and not (
-                    kind == "permission" and have.user in keep_users
+            for key, have_item in existing.items():
+                if (
+                    key not in wanted
+                    and not pruned(have_item.vhost)
+                    and not (kind == "permission" and have_item.user in keep_users)
                 ):
                     name = key[1] if kind == "policy" else key[0]
                     changes.append(
-                        Change(DELETE, kind, have.vhost, name, "not in the files", current=have)
+                        Change(
+                            DELETE,
+                            kind,
+                            have_item.vhost,
+                            name,
+                            "not in the files",
+                            current=have_item,
+                        )
                     )
 
     # exchanges and queues: created, or re-created when they differ
     rebuilt: set[tuple[str, str, str]] = set()  # (kind, vhost, name) deleted and declared again
     _objects(
-        result, "exchange", desired.exchanges, current.exchanges,
+        result,
+        "exchange",
+        desired.exchanges,
+        current.exchanges,
         ("type", "durable", "auto_delete", "internal", "arguments"),
-        recreate=recreate, force=force, held=lambda v, n: 0, rebuilt=rebuilt,
+        recreate=recreate,
+        force=force,
+        held=lambda v, n: 0,
+        rebuilt=rebuilt,
     )
     _objects(
-        result, "queue", desired.queues, current.queues,
+        result,
+        "queue",
+        desired.queues,
+        current.queues,
         ("durable", "auto_delete", "arguments"),
-        recreate=recreate, force=force, held=held, rebuilt=rebuilt,
+        recreate=recreate,
+        force=force,
+        held=held,
+        rebuilt=rebuilt,
     )
     if prune:
         for (vhost, name), have_exchange in current.exchanges.items():
             if (vhost, name) not in desired.exchanges and not pruned(vhost):
                 changes.append(
-                    Change(DELETE, "exchange", vhost, name, "not in the files",
-                           current=have_exchange)
+                    Change(
+                        DELETE, "exchange", vhost, name, "not in the files", current=have_exchange
+                    )
                 )
         for (vhost, name), have_queue in current.queues.items():
             if (vhost, name) in desired.queues or pruned(vhost):
@@ -260,14 +306,16 @@ def plan(
                         "queue",
                         vhost,
                         name,
-                        f"not in the files, but holds {count} messages; drain it (or move "
+                        f"not in the files, but holds {_messages(count)}; drain it (or move "
                         "them), or add --force to delete it with them",
                         current=have_queue,
                     )
                 )
             else:
-                detail = f"not in the files; {count} messages go with it" if count else (
-                    "not in the files"
+                detail = (
+                    f"not in the files; {_messages(count)} {'goes' if count == 1 else 'go'} with it"
+                    if count
+                    else ("not in the files")
                 )
                 changes.append(Change(DELETE, "queue", vhost, name, detail, current=have_queue))
 
@@ -277,16 +325,20 @@ def plan(
             (binding.destination_type, binding.vhost, binding.destination) in rebuilt
         )
 
-    for key, spec in desired.bindings.items():
-        if key in current.bindings and not touches_rebuilt(spec):
+    for binding_key, binding in desired.bindings.items():
+        if binding_key in current.bindings and not touches_rebuilt(binding):
             result.unchanged += 1
         else:
-            changes.append(Change(CREATE, "binding", spec.vhost, binding_name(spec), desired=spec))
+            changes.append(
+                Change(CREATE, "binding", binding.vhost, binding_name(binding), desired=binding)
+            )
     if prune:
         gone = {(c.kind, c.vhost, c.name) for c in changes if c.action == DELETE}
-        for key, have_binding in current.bindings.items():
-            if key in desired.bindings or pruned(have_binding.vhost) or touches_rebuilt(
-                have_binding
+        for binding_key, have_binding in current.bindings.items():
+            if (
+                binding_key in desired.bindings
+                or pruned(have_binding.vhost)
+                or touches_rebuilt(have_binding)
             ):
                 continue
             ends = {
@@ -296,8 +348,14 @@ def plan(
             if ends & gone:
                 continue  # goes with the exchange or queue it joins
             changes.append(
-                Change(DELETE, "binding", have_binding.vhost, binding_name(have_binding),
-                       "not in the files", current=have_binding)
+                Change(
+                    DELETE,
+                    "binding",
+                    have_binding.vhost,
+                    binding_name(have_binding),
+                    "not in the files",
+                    current=have_binding,
+                )
             )
     return result
 
@@ -335,8 +393,11 @@ def _objects(
                     f"{detail}. {'A queue' if kind == 'queue' else 'An exchange'} cannot change "
                     "this in place: delete it and apply again, apply with --recreate (bindings "
                     "are re-created from the files), or keep the broker's value in the files"
-                    + ("; a policy can change TTLs, limits and dead-lettering in place"
-                       if kind == "queue" else ""),
+                    + (
+                        "; a policy can change TTLs, limits and dead-lettering in place"
+                        if kind == "queue"
+                        else ""
+                    ),
                     spec,
                     have,
                 )
@@ -348,13 +409,13 @@ def _objects(
                     kind,
                     vhost,
                     name,
-                    f"{detail}. Re-creating it would delete its {count} messages: drain it "
+                    f"{detail}. Re-creating it would delete its {_messages(count)}: drain it "
                     "first, or add --force",
                     spec,
                     have,
                 )
             )
         else:
-            lost = f"; its {count} messages are deleted" if count else ""
+            lost = f"; its {_messages(count)} are deleted" if count else ""
             result.changes.append(Change(RECREATE, kind, vhost, name, detail + lost, spec, have))
             rebuilt.add((kind, vhost, name))

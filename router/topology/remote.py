@@ -173,8 +173,7 @@ class RemoteTarget:
         elif kind == "binding":
             letter = "e" if spec.destination_type == "exchange" else "q"
             base = (
-                f"/api/bindings/{vhost}/e/{_quote(spec.source)}/{letter}/"
-                f"{_quote(spec.destination)}"
+                f"/api/bindings/{vhost}/e/{_quote(spec.source)}/{letter}/{_quote(spec.destination)}"
             )
             for binding in self.client.request("GET", base) or []:
                 if binding.get("routing_key") == spec.routing_key and (

@@ -21,6 +21,8 @@ from router.amqp.errors import AMQPError
 from router.amqp.tables import FieldArray, FieldTable
 from router.broker.arguments import validate_exchange_arguments, validate_queue_arguments
 from router.broker.exchanges import EXCHANGE_TYPES
+from router.broker.policies import IGNORED_KEYS as IGNORED_POLICY_KEYS
+from router.broker.policies import definition_problem
 from router.topology.model import (
     DEFAULT_VHOST,
     BindingSpec,
@@ -65,8 +67,10 @@ class Problem:
 
     def __str__(self) -> str:
         kind = "warning: " if self.warning else ""
-        text = f"{self.where}: {kind}{self.path}: {self.message}" if self.path else (
-            f"{self.where}: {kind}{self.message}"
+        text = (
+            f"{self.where}: {kind}{self.path}: {self.message}"
+            if self.path
+            else (f"{self.where}: {kind}{self.message}")
         )
         if self.allowed:
             text += f"\n    allowed: {self.allowed}"
@@ -76,7 +80,7 @@ class Problem:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """" — did you mean 'x'?" for the closest choice, or ""."""
+    """ " — did you mean 'x'?" for the closest choice, or ""."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" — did you mean '{close[0]}'?" if close else ""
 
@@ -121,9 +125,9 @@ def parse_duration(value: Any) -> int | None:
             return None
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
         position = match.end()
-    if position == 0 or text[position:].strip():
-        return None
-    return round(total)
+    if position == 0 or text[position:].strip() or not total.is_integer():
+        return None  # 0.5ms: AMQP durations are whole milliseconds
+    return int(total)
 
 
 def parse_size(value: Any) -> int | None:
@@ -138,7 +142,8 @@ def parse_size(value: Any) -> int | None:
     if not match:
         return None
     unit = (match.group(2) or "b").lower()
-    return round(float(match.group(1)) * _SIZE_UNITS[unit])
+    size = float(match.group(1)) * _SIZE_UNITS[unit]
+    return int(size) if size.is_integer() else None  # 0.3B: sizes are whole bytes
 
 
 def format_duration(ms: int) -> str | int:
@@ -208,43 +213,56 @@ POLICY_FIELDS = {
     "queue-mode": Field("queue-mode", "enum", QUEUE_MODES),
     "alternate-exchange": Field("alternate-exchange", "exchange"),
     "consumer-timeout": Field("consumer-timeout", "positive_duration"),
+    "retry-backoff": Field("retry-backoff", "backoff"),
 }
-# RabbitMQ policy keys for clustering and plugins: kept and exported, no effect on one node
-POLICY_PASSTHROUGH = frozenset(
-    {
-        "ha-mode",
-        "ha-params",
-        "ha-sync-mode",
-        "ha-sync-batch-size",
-        "ha-promote-on-shutdown",
-        "ha-promote-on-failure",
-        "queue-master-locator",
-        "queue-leader-locator",
-        "federation-upstream",
-        "federation-upstream-set",
-        "max-in-memory-length",
-        "max-in-memory-bytes",
-        "initial-cluster-size",
-        "queue-version",
-        "max-age",
-        "stream-max-segment-size-bytes",
-    }
-)
+# RabbitMQ policy keys for clustering and plugins: kept and exported, no effect on one node (the
+# broker's own list, so the two cannot drift); queue-version is checked by the broker
+POLICY_PASSTHROUGH = IGNORED_POLICY_KEYS | {"queue-version"}
 # x-arguments with the kind their raw value must have (the friendly keys' targets, and a few more)
 RAW_QUEUE_ARGUMENTS = {field.argument: field for field in QUEUE_FIELDS.values()}
 RAW_EXCHANGE_ARGUMENTS = {field.argument: field for field in EXCHANGE_FIELDS.values()}
 KNOWN_X_ARGUMENTS = frozenset(
-    {*RAW_QUEUE_ARGUMENTS, *RAW_EXCHANGE_ARGUMENTS, "x-cache-size", "x-cache-ttl", "x-queue-version",
-     "x-queue-master-locator", "x-queue-leader-locator", "x-quorum-initial-group-size",
-     "x-max-in-memory-length", "x-max-in-memory-bytes", "x-dead-letter-strategy", "x-max-age",
-     "x-stream-max-segment-size-bytes", "x-single-active-consumer"}
+    {
+        *RAW_QUEUE_ARGUMENTS,
+        *RAW_EXCHANGE_ARGUMENTS,
+        "x-cache-size",
+        "x-cache-ttl",
+        "x-queue-version",
+        "x-queue-master-locator",
+        "x-queue-leader-locator",
+        "x-quorum-initial-group-size",
+        "x-max-in-memory-length",
+        "x-max-in-memory-bytes",
+        "x-dead-letter-strategy",
+        "x-max-age",
+        "x-stream-max-segment-size-bytes",
+        "x-single-active-consumer",
+    }
 )
 
-EXCHANGE_KEYS = ("name", "vhost", "type", "durable", "auto_delete", "internal", "arguments",
-                 *EXCHANGE_FIELDS)
+EXCHANGE_KEYS = (
+    "name",
+    "vhost",
+    "type",
+    "durable",
+    "auto_delete",
+    "internal",
+    "arguments",
+    *EXCHANGE_FIELDS,
+)
 QUEUE_KEYS = ("name", "vhost", "durable", "auto_delete", "arguments", "bindings", *QUEUE_FIELDS)
-BINDING_KEYS = ("vhost", "exchange", "source", "queue", "destination_exchange", "destination",
-                "destination_type", "routing_key", "routing_keys", "arguments")
+BINDING_KEYS = (
+    "vhost",
+    "exchange",
+    "source",
+    "queue",
+    "destination_exchange",
+    "destination",
+    "destination_type",
+    "routing_key",
+    "routing_keys",
+    "arguments",
+)
 QUEUE_BINDING_KEYS = ("exchange", "routing_key", "routing_keys", "arguments")
 USER_KEYS = ("name", "password_hash", "hashing_algorithm", "tags")
 PERMISSION_KEYS = ("user", "vhost", "configure", "write", "read")
@@ -282,6 +300,10 @@ class Reader:
         self._vhost_refs: list[tuple[str, Where, str]] = []
         # binding destinations: (vhost, name, "queue" | "exchange", where, path)
         self._binding_destinations: list[tuple[str, str, str, Where, str]] = []
+        # ("exchange" | "queue" | "user", vhost, name) declared, even with problems of their own,
+        # and where: a reference to one is not "declared nowhere" (its own problems say what is
+        # wrong), and a second declaration is a duplicate even when the first has problems
+        self._named: dict[tuple[str, str, str], Where] = {}
 
     # --- reporting ---
 
@@ -336,9 +358,7 @@ class Reader:
             where = value.key_where[key]
             if key == "version":
                 if items != 1:
-                    self.problem(
-                        value.value_where[key], "version", f"found {items!r}", allowed="1"
-                    )
+                    self.problem(value.value_where[key], "version", f"found {items!r}", allowed="1")
                 continue
             if key.startswith("x-") or key.startswith("."):
                 continue  # a place for anchors: x-defaults: &defaults {...}
@@ -426,6 +446,8 @@ class Reader:
                 "numbers need quotes to stay text",
             )
             return None
+        if isinstance(value, (int, float)):
+            return item.value_text.get(key, str(value))  # `010` stays "010", not "8"
         return str(value)
 
     def _name(self, item: Located, key: str, path: str, what: str) -> str | None:
@@ -548,8 +570,10 @@ class Reader:
             ok = False
         if "multiplier" in value:
             multiplier = value["multiplier"]
-            if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or (
-                multiplier < 1
+            if (
+                isinstance(multiplier, bool)
+                or not isinstance(multiplier, (int, float))
+                or (multiplier < 1)
             ):
                 self.problem(
                     value.value_where["multiplier"],
@@ -562,8 +586,10 @@ class Reader:
                 result["multiplier"] = multiplier
         if "jitter" in value:
             jitter = value["jitter"]
-            if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not (
-                0 <= jitter <= 1
+            if (
+                isinstance(jitter, bool)
+                or not isinstance(jitter, (int, float))
+                or not (0 <= jitter <= 1)
             ):
                 self.problem(
                     value.value_where["jitter"],
@@ -607,8 +633,13 @@ class Reader:
             set_by[field.argument] = key
             if field.kind == "exchange":
                 self._exchange_refs.append(
-                    (self._vhost_of_silent(item), value, item.value_where[key], f"{path}.{key}",
-                     _role(key))
+                    (
+                        self._vhost_of_silent(item),
+                        value,
+                        item.value_where[key],
+                        f"{path}.{key}",
+                        _role(key),
+                    )
                 )
         raw = item.get("arguments")
         if raw is None:
@@ -633,9 +664,9 @@ class Reader:
                 )
                 ok = False
                 continue
-            field = raw_fields.get(key)
-            if field is not None:
-                if field.kind in ("duration", "positive_duration", "size") and not (
+            raw_field = raw_fields.get(key)
+            if raw_field is not None:
+                if raw_field.kind in ("duration", "positive_duration", "size") and not (
                     isinstance(value, int) and not isinstance(value, bool)
                 ):
                     friendly = next(k for k, f in fields.items() if f.argument == key)
@@ -643,16 +674,16 @@ class Reader:
                         where,
                         key_path,
                         f"found {value!r}; raw x-arguments take plain integers "
-                        f"({'milliseconds' if 'duration' in field.kind else 'bytes'})",
+                        f"({'milliseconds' if 'duration' in raw_field.kind else 'bytes'})",
                         hint=f"write '{friendly}: {value}' beside 'arguments' to use units",
                     )
                     ok = False
                     continue
-                converted = self._value(field, value, where, key_path)
+                converted = self._value(raw_field, value, where, key_path)
                 if converted is None:
                     ok = False
                     continue
-                if field.kind == "exchange":
+                if raw_field.kind == "exchange":
                     self._exchange_refs.append(
                         (self._vhost_of_silent(item), converted, where, key_path, _role(key))
                     )
@@ -718,6 +749,9 @@ class Reader:
     def _user(self, item: Located, path: str) -> None:
         self._keys(item, path, USER_KEYS, "user")
         name = self._name(item, "name", path, "user")
+        duplicate = name is not None and not self._declare(
+            ("user", "", name), item.where, path, f"user '{name}'"
+        )
         password_hash = self._required_text(item, "password_hash", path, "user")
         if "password_hash" not in item and "password" in item:
             self.problems.pop()  # the unknown-key problem for 'password' says what to do
@@ -735,16 +769,15 @@ class Reader:
                 item.value_where["password_hash"],
                 f"{path}.password_hash",
                 "not a password hash: expected base64 of a 4-byte salt and a SHA-256 digest "
-                "(44 characters)",
+                "(48 characters)",
                 hint="make one with 'router topology hash-password', or copy it from "
                 "RabbitMQ's definitions export",
             )
             password_hash = None
         tags = self._tags(item, path)
-        if name is None or password_hash is None or tags is None:
+        if name is None or password_hash is None or tags is None or duplicate:
             return
-        if self._first(self.topology.users, name, item.where, path, f"user '{name}'"):
-            self.topology.users[name] = UserSpec(name, password_hash, tags, item.where)
+        self.topology.users[name] = UserSpec(name, password_hash, tags, item.where)
 
     def _tags(self, item: Located, path: str) -> tuple[str, ...] | None:
         if "tags" not in item:
@@ -784,12 +817,15 @@ class Reader:
         if user is None or len(regexes) != 3:
             return
         self._user_refs.append((user, item.value_where["user"], f"{path}.user"))
-        key = (user, vhost)
+        ident = (user, vhost)
         if self._first(
-            self.topology.permissions, key, item.where, path,
+            self.topology.permissions,
+            ident,
+            item.where,
+            path,
             f"permission of user '{user}' in vhost '{vhost}'",
         ):
-            self.topology.permissions[key] = PermissionSpec(
+            self.topology.permissions[ident] = PermissionSpec(
                 user, vhost, regexes["configure"], regexes["write"], regexes["read"], item.where
             )
 
@@ -842,7 +878,10 @@ class Reader:
         assert name is not None and pattern is not None and apply_to is not None
         assert isinstance(priority, int) and definition is not None
         if self._first(
-            self.topology.policies, (vhost, name), item.where, path,
+            self.topology.policies,
+            (vhost, name),
+            item.where,
+            path,
             f"policy '{name}' in vhost '{vhost}'",
         ):
             self.topology.policies[(vhost, name)] = PolicySpec(
@@ -877,14 +916,17 @@ class Reader:
             key_path = f"{path}.definition.{key}"
             rabbit = key.replace("_", "-")
             if rabbit in definition:
-                self.problem(
-                    raw.key_where[key], key_path, f"'{key}' is set twice (as - and as _)"
-                )
+                self.problem(raw.key_where[key], key_path, f"'{key}' is set twice (as - and as _)")
                 ok = False
                 continue
             field = POLICY_FIELDS.get(rabbit)
             if field is None:
                 if rabbit in POLICY_PASSTHROUGH:
+                    problem = definition_problem(rabbit, _plain(value))
+                    if problem is not None:
+                        self.problem(raw.value_where[key], key_path, problem)
+                        ok = False
+                        continue
                     definition[rabbit] = _plain(value)
                     continue
                 hint = ""
@@ -904,6 +946,11 @@ class Reader:
                 continue
             converted = self._value(field, value, raw.value_where[key], key_path)
             if converted is None:
+                ok = False
+                continue
+            problem = definition_problem(rabbit, converted)  # the broker's own check
+            if problem is not None:
+                self.problem(raw.value_where[key], key_path, problem)
                 ok = False
                 continue
             definition[rabbit] = converted
@@ -926,23 +973,27 @@ class Reader:
                 allowed=", ".join(EXCHANGE_TYPES),
             )
             kind = None
-        if name is not None:
-            if name == "" or name.startswith("amq."):
-                self.problem(
-                    item.value_where["name"],
-                    f"{path}.name",
-                    f"the exchange name {name!r} is reserved: '' is the default exchange and "
-                    "amq.* names belong to the broker",
-                    hint="pick another name; the amq.* exchanges already exist and can be "
-                    "bound to as they are",
-                )
-                name = None
+        if name is not None and (name == "" or name.startswith("amq.")):
+            self.problem(
+                item.value_where["name"],
+                f"{path}.name",
+                f"the exchange name {name!r} is reserved: '' is the default exchange and "
+                "amq.* names belong to the broker",
+                hint="pick another name; the amq.* exchanges already exist and can be "
+                "bound to as they are",
+            )
+            name = None
+        duplicate = name is not None and not self._declare(
+            ("exchange", vhost, name), item.where, path, f"exchange '{name}' in vhost '{vhost}'"
+        )
         durable = self._bool(item, "durable", path, True)
         auto_delete = self._bool(item, "auto_delete", path, False)
         internal = self._bool(item, "internal", path, False)
         arguments = self._arguments(item, path, EXCHANGE_FIELDS, RAW_EXCHANGE_ARGUMENTS, "exchange")
-        if kind == "x-delayed-message" and arguments is not None and (
-            "x-delayed-type" not in arguments
+        if (
+            kind == "x-delayed-message"
+            and arguments is not None
+            and ("x-delayed-type" not in arguments)
         ):
             self.problem(
                 item.where,
@@ -960,15 +1011,11 @@ class Reader:
                 hint="type: x-delayed-message",
             )
             return
-        if name is None or kind is None or arguments is None:
+        if name is None or kind is None or arguments is None or duplicate:
             return
-        if self._first(
-            self.topology.exchanges, (vhost, name), item.where, path,
-            f"exchange '{name}' in vhost '{vhost}'",
-        ):
-            self.topology.exchanges[(vhost, name)] = ExchangeSpec(
-                vhost, name, kind, durable, auto_delete, internal, arguments, item.where
-            )
+        self.topology.exchanges[(vhost, name)] = ExchangeSpec(
+            vhost, name, kind, durable, auto_delete, internal, arguments, item.where
+        )
 
     def _queue(self, item: Located, path: str) -> None:
         self._keys(item, path, QUEUE_KEYS, "queue")
@@ -983,20 +1030,19 @@ class Reader:
                 hint="give the queue a name of its own",
             )
             name = None
+        duplicate = name is not None and not self._declare(
+            ("queue", vhost, name), item.where, path, f"queue '{name}' in vhost '{vhost}'"
+        )
         durable = self._bool(item, "durable", path, True)
         auto_delete = self._bool(item, "auto_delete", path, False)
         arguments = self._arguments(item, path, QUEUE_FIELDS, RAW_QUEUE_ARGUMENTS, "queue")
         if name is not None and "bindings" in item:
             self._queue_bindings(item, path, vhost, name)
-        if name is None or arguments is None:
+        if name is None or arguments is None or duplicate:
             return
-        if self._first(
-            self.topology.queues, (vhost, name), item.where, path,
-            f"queue '{name}' in vhost '{vhost}'",
-        ):
-            self.topology.queues[(vhost, name)] = QueueSpec(
-                vhost, name, durable, auto_delete, arguments, item.where
-            )
+        self.topology.queues[(vhost, name)] = QueueSpec(
+            vhost, name, durable, auto_delete, arguments, item.where
+        )
 
     def _queue_bindings(self, item: Located, path: str, vhost: str, queue: str) -> None:
         bindings = item["bindings"]
@@ -1086,8 +1132,10 @@ class Reader:
             keys = None if key is None else [key]
         elif "routing_keys" in item:
             value = item["routing_keys"]
-            if not isinstance(value, list) or not value or not all(
-                isinstance(k, str) for k in value
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(k, str) for k in value)
             ):
                 self.problem(
                     item.value_where["routing_keys"],
@@ -1135,7 +1183,10 @@ class Reader:
         for key in keys:
             binding = BindingSpec(vhost, source, destination, kind, key, arguments, item.where)
             if self._first(
-                self.topology.bindings, binding.key, item.where, path,
+                self.topology.bindings,
+                binding.key,
+                item.where,
+                path,
                 f"binding {source} -> {destination} ({key!r})",
             ):
                 self.topology.bindings[binding.key] = binding
@@ -1153,7 +1204,7 @@ class Reader:
                     f"vhost '{vhost}' is declared nowhere{did_you_mean(vhost, vhosts)}",
                     hint=f"add it under 'vhosts:' (- name: {vhost})",
                 )
-        exchanges = {key for key in topology.exchanges}
+        exchanges = set(topology.exchanges) | self._declared("exchange")
         for vhost, name, where, path, what in self._exchange_refs:
             if name in PREDECLARED_EXCHANGES or (vhost, name) in exchanges:
                 continue
@@ -1165,7 +1216,7 @@ class Reader:
                 f"{did_you_mean(name, declared)}",
                 hint=f"declare it under 'exchanges:' (- name: {name}, type: …)",
             )
-        queues = {key for key in topology.queues}
+        queues = set(topology.queues) | self._declared("queue")
         for vhost, name, kind, where, path in self._binding_destinations:
             known = queues if kind == "queue" else exchanges
             if (vhost, name) in known or (kind == "exchange" and name in PREDECLARED_EXCHANGES):
@@ -1178,17 +1229,36 @@ class Reader:
                 f"{did_you_mean(name, declared)}",
                 hint=f"declare it under '{kind}s:'",
             )
+        users = set(topology.users) | {name for _, name in self._declared("user")}
         for user, where, path in self._user_refs:
-            if user not in topology.users:
+            if user not in users:
                 self.problem(
                     where,
                     path,
-                    f"user '{user}' is not declared in these files{did_you_mean(user, topology.users)}"
+                    f"user '{user}' is not declared in these files{did_you_mean(user, users)}"
                     "; it must exist on the broker already",
                     hint=f"declare it under 'users:' to be sure (- name: {user}, password_hash: …)",
                     warning=True,
                 )
         self._check_policy_overlap()
+
+    def _declared(self, kind: str) -> set[tuple[str, str]]:
+        return {(vhost, name) for k, vhost, name in self._named if k == kind}
+
+    def _declare(self, key: tuple[str, str, str], where: Where, path: str, what: str) -> bool:
+        """True if ``key`` is named for the first time; else report the duplicate and where
+        the first one is (even if that one has problems of its own, so all show in one run)."""
+        first = self._named.get(key)
+        if first is None:
+            self._named[key] = where
+            return True
+        self.problem(
+            where,
+            path,
+            f"{what} is declared twice; the first is at {first}",
+            hint="keep one declaration (files and directories are merged into one topology)",
+        )
+        return False
 
     def _check_policy_overlap(self) -> None:
         """Two policies of one priority matching one declared object: which applies is not
@@ -1262,7 +1332,8 @@ def _kind(value: Any) -> str:
 
 
 def _a(what: str) -> str:
-    return f"an {what}" if what[0] in "aeiou" else f"a {what}"
+    # "a user", "an exchange": the words used here start with a vowel sound only for a, e, i, o
+    return f"an {what}" if what[0] in "aeio" else f"a {what}"
 
 
 def read_topology(

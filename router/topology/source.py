@@ -38,6 +38,9 @@ class Located(dict[str, Any]):
         self.where = where
         self.key_where: dict[str, Where] = {}
         self.value_where: dict[str, Where] = {}
+        # a scalar value's text as written: YAML reads `name: 010` as 8 and `routing_key: 1.10`
+        # as 1.1, so where text is wanted the text written is used, not the number
+        self.value_text: dict[str, str] = {}
 
 
 class LocatedList(list[Any]):
@@ -55,6 +58,9 @@ class SourceError:
 
     where: Where
     message: str
+
+
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 def _where(file: str, node: Node) -> Where:
@@ -97,28 +103,15 @@ class _Builder:
         merged: list[tuple[Node, Node]] = []
         own: list[tuple[Node, Node]] = []
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-                for source in sources:
-                    if isinstance(source, MappingNode):
-                        merged.extend(source.value)
-                    else:
-                        self.errors.append(
-                            SourceError(
-                                _where(self.file, source),
-                                "'<<' merges mappings only; write '<<: *anchor' where the "
-                                "anchor names a mapping",
-                            )
-                        )
+            if key_node.tag == _MERGE:
+                merged.extend(self._merged(key_node, value_node, {id(node)}))
             else:
                 own.append((key_node, value_node))
         # merged keys first, so the mapping's own keys override them (YAML merge semantics)
         for key_node, value_node in merged:
             key = self._key(key_node)
             if key is not None:
-                result[key] = self.build(value_node)
-                result.key_where[key] = _where(self.file, key_node)
-                result.value_where[key] = _where(self.file, value_node)
+                self._set(result, key, key_node, value_node)
         seen: set[str] = set()
         for key_node, value_node in own:
             key = self._key(key_node)
@@ -135,10 +128,41 @@ class _Builder:
                 )
                 continue
             seen.add(key)
-            result[key] = self.build(value_node)
-            result.key_where[key] = _where(self.file, key_node)
-            result.value_where[key] = _where(self.file, value_node)
+            self._set(result, key, key_node, value_node)
         return result
+
+    def _set(self, result: Located, key: str, key_node: Node, value_node: Node) -> None:
+        result[key] = self.build(value_node)
+        result.key_where[key] = _where(self.file, key_node)
+        result.value_where[key] = _where(self.file, value_node)
+        result.value_text.pop(key, None)  # an own key overriding a merged one
+        if isinstance(value_node, ScalarNode):
+            result.value_text[key] = str(value_node.value)
+
+    def _merged(self, key_node: Node, value_node: Node, seen: set[int]) -> list[tuple[Node, Node]]:
+        """The (key, value) pairs a '<<' value merges in, in the order to assign them: a merged
+        mapping's own '<<' first (its own keys override them), and of ``<<: [*a, *b]`` the later
+        mapping first, because earlier ones win (https://yaml.org/type/merge.html). A problem is
+        reported at the '<<' (an alias has no place of its own: it is the anchored node)."""
+        sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+        pairs: list[tuple[Node, Node]] = []
+        for source in reversed(sources):
+            if not isinstance(source, MappingNode):
+                self.errors.append(
+                    SourceError(
+                        _where(self.file, key_node),
+                        "'<<' merges mappings only; write '<<: *anchor' where the "
+                        "anchor names a mapping",
+                    )
+                )
+                continue
+            if id(source) in seen:
+                continue  # a mapping merging itself: nothing more to add
+            for inner_key, value in source.value:
+                if inner_key.tag == _MERGE:
+                    pairs.extend(self._merged(inner_key, value, seen | {id(source)}))
+            pairs.extend((k, v) for k, v in source.value if k.tag != _MERGE)
+        return pairs
 
     def _key(self, node: Node) -> str | None:
         if not isinstance(node, ScalarNode):
@@ -175,10 +199,11 @@ def expand(paths: list[str]) -> tuple[list[Path], list[SourceError]]:
         elif path.is_file():
             files.append(path)
         else:
-            errors.append(
-                SourceError(Where(name), "no such file or directory; check the path")
-            )
+            errors.append(SourceError(Where(name), "no such file or directory; check the path"))
     return files, errors
+
+
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def parse(text: str, file: str) -> tuple[list[Document], list[SourceError]]:
@@ -186,7 +211,12 @@ def parse(text: str, file: str) -> tuple[list[Document], list[SourceError]]:
     errors: list[SourceError] = []
     documents: list[Document] = []
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        try:
+            # libyaml when PyYAML has it: the same nodes and marks, several times faster
+            nodes = list(yaml.compose_all(text, Loader=_FAST_LOADER))
+        except yaml.YAMLError:
+            # the pure-Python parser words its errors better (context and position)
+            nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = Where(file, mark.line + 1, mark.column + 1) if mark else Where(file)
@@ -197,8 +227,8 @@ def parse(text: str, file: str) -> tuple[list[Document], list[SourceError]]:
     except yaml.YAMLError as error:
         return [], [SourceError(Where(file), f"not valid YAML: {error}")]
     for node in nodes:
-        if node is None:
-            continue
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            continue  # an empty document ('---' with nothing after it, e.g. at the end of a file)
         builder = _Builder(file, errors)
         documents.append(Document(file, builder.build(node)))
     return documents, errors

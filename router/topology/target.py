@@ -101,7 +101,10 @@ def snapshot(broker: Broker) -> tuple[Topology, dict[tuple[str, str], int]]:
             if queue.exclusive:
                 continue
             topology.queues[(vhost.name, queue.name)] = QueueSpec(
-                vhost.name, queue.name, queue.durable, queue.auto_delete,
+                vhost.name,
+                queue.name,
+                queue.durable,
+                queue.auto_delete,
                 json_value(queue.arguments),
             )
             messages[(vhost.name, queue.name)] = queue.ready_count + queue.unacked + queue.waiting
@@ -177,7 +180,11 @@ class BrokerTarget:
         elif kind == "policy":
             broker.set_policy(
                 Policy(
-                    spec.vhost, spec.name, spec.pattern, spec.apply_to, spec.priority,
+                    spec.vhost,
+                    spec.name,
+                    spec.pattern,
+                    spec.apply_to,
+                    spec.priority,
                     dict(spec.definition),
                 )
             )
