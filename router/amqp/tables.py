@@ -346,3 +346,20 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return str(value)
     return value
+
+
+def to_json(value: Any) -> Any:
+    """A field-table value as the management API's JSON shows it (RabbitMQ's rendering): bytes as
+    text, decimals as numbers, timestamps as Unix seconds. Unlike ``to_plain`` it is what
+    definitions exports carry, so router and RabbitMQ documents compare equal."""
+    if isinstance(value, Mapping):
+        return {str(key): to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(item) for item in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, datetime.datetime):
+        return int(value.timestamp())
+    return value

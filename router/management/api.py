@@ -34,6 +34,7 @@ from router.amqp.constants import CONNECTION_FORCED
 from router.amqp.errors import AMQPError
 from router.amqp.errors import ConnectionError as AMQPConnectionError
 from router.amqp.properties import decode_properties, scan_full
+from router.amqp.tables import to_json
 from router.broker.arguments import validate_exchange_arguments, validate_queue_arguments
 from router.broker.exchanges import EXCHANGE_TYPES
 from router.broker.exchanges.base import Binding, Exchange
@@ -1293,7 +1294,7 @@ class ManagementAPI:
                     "vhost": vhost.name,
                     "durable": queue.durable,
                     "auto_delete": queue.auto_delete,
-                    "arguments": views.to_json(queue.arguments),
+                    "arguments": to_json(queue.arguments),
                 }
                 queues.append(item)
             for exchange in vhost.exchanges.values():
@@ -1307,7 +1308,7 @@ class ManagementAPI:
                         "durable": exchange.durable,
                         "auto_delete": exchange.auto_delete,
                         "internal": exchange.internal,
-                        "arguments": views.to_json(exchange.arguments),
+                        "arguments": to_json(exchange.arguments),
                     }
                 )
             for binding in vhost.bindings():
@@ -1323,7 +1324,7 @@ class ManagementAPI:
                         if isinstance(destination, Exchange)
                         else "queue",
                         "routing_key": binding.routing_key,
-                        "arguments": views.to_json(binding.arguments),
+                        "arguments": to_json(binding.arguments),
                     }
                 )
         if vhost_name is not None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import datetime
-import decimal
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 from router.amqp.properties import BasicProperties
-from router.amqp.tables import FieldArray, FieldTable
+from router.amqp.tables import FieldArray, FieldTable, to_json
 from router.broker.exchanges.base import Binding, Exchange
 from router.broker.permissions import Permission
 from router.broker.policies import Policy
@@ -39,21 +38,6 @@ NODE = "router@localhost"
 
 
 # --- values ------------------------------------------------------------------------------------
-
-
-def to_json(value: Any) -> Any:
-    """A field-table value as JSON (bytes as text, decimals as numbers, timestamps as ints)."""
-    if isinstance(value, Mapping):
-        return {str(key): to_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(item) for item in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, datetime.datetime):
-        return int(value.timestamp())
-    return value
 
 
 def from_json(value: Any) -> Any:

@@ -7,12 +7,10 @@ count) — and runs a plan's steps in order.
 
 from __future__ import annotations
 
-import datetime
-import decimal
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from router.amqp.errors import AMQPError
+from router.amqp.tables import to_json
 from router.broker.broker import Broker
 from router.broker.exchanges import Exchange
 from router.broker.policies import Policy
@@ -45,21 +43,6 @@ class Target(Protocol):
     def current(self) -> tuple[Topology, dict[tuple[str, str], int]]: ...
 
     def apply(self, steps: list[Change]) -> None: ...
-
-
-def json_value(value: Any) -> Any:
-    """A field-table value as JSON-like data (bytes as text, decimals as numbers)."""
-    if isinstance(value, Mapping):
-        return {str(key): json_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_value(item) for item in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, datetime.datetime):
-        return int(value.timestamp())
-    return value
 
 
 def snapshot(broker: Broker) -> tuple[Topology, dict[tuple[str, str], int]]:
@@ -95,7 +78,7 @@ def snapshot(broker: Broker) -> tuple[Topology, dict[tuple[str, str], int]]:
                 exchange.durable,
                 exchange.auto_delete,
                 exchange.internal,
-                json_value(exchange.arguments),
+                to_json(exchange.arguments),
             )
         for queue in vhost.queues.values():
             if queue.exclusive:
@@ -105,7 +88,7 @@ def snapshot(broker: Broker) -> tuple[Topology, dict[tuple[str, str], int]]:
                 queue.name,
                 queue.durable,
                 queue.auto_delete,
-                json_value(queue.arguments),
+                to_json(queue.arguments),
             )
             messages[(vhost.name, queue.name)] = queue.ready_count + queue.unacked + queue.waiting
         for binding in vhost.bindings():
@@ -118,7 +101,7 @@ def snapshot(broker: Broker) -> tuple[Topology, dict[tuple[str, str], int]]:
                 destination.name,
                 "exchange" if isinstance(destination, Exchange) else "queue",
                 binding.routing_key,
-                json_value(binding.arguments),
+                to_json(binding.arguments),
             )
             topology.bindings[spec.key] = spec
     return topology, messages
